@@ -1,0 +1,46 @@
+"""THE loss math of collapse-lab (METHODS.md §1-§5), written once in torch.
+
+Both the numba simulator (checked against these functions to 1e-10) and the LLM trainer call it.
+Public contract (ARCHITECTURE.md): group_advantages, divergence, aggregate, policy_loss, recipe,
+Recipe, RECIPES, Batch.
+"""
+
+from .advantages import ADVANTAGES, GROUP_RELATIVE, STD_MODES, group_advantages, log_comb
+from .batch import Batch, PromptHistory, RefSamples
+from .components import BBG, DPH, IPS, ISAC, Advantage, Entropy, KLPenalty, Memory, PolicySpec, ZeroSuccess
+from .divergences import (
+    DIVERGENCES,
+    REFERENCE_SAMPLED,
+    categorical_divergence,
+    categorical_divergence_grad,
+    divergence,
+    f_generator,
+)
+from .groups import group_index, group_mean, group_size, group_sum, group_var, pair_counts
+from .memory import memory_loss, sampling_logits, sampling_logp
+from .policy import AGG_MODES, LEVELS, aggregate, as_tokens, policy_loss
+from .recipes import DIAGNOSTICS, RECIPES, Recipe, combine, recipe
+from .shaping import (
+    bbg_utility,
+    bbg_weights,
+    dynamic_sampling_keep,
+    group_success_counts,
+    ips_rewards,
+    isac_multiplier,
+    zero_success_gate,
+)
+
+__all__ = [
+    "ADVANTAGES", "GROUP_RELATIVE", "STD_MODES", "group_advantages", "log_comb",
+    "Batch", "PromptHistory", "RefSamples",
+    "Advantage", "PolicySpec", "IPS", "ISAC", "ZeroSuccess", "BBG", "KLPenalty", "DPH", "Entropy",
+    "Memory",
+    "DIVERGENCES", "REFERENCE_SAMPLED", "divergence", "f_generator", "categorical_divergence",
+    "categorical_divergence_grad",
+    "group_index", "group_mean", "group_size", "group_sum", "group_var", "pair_counts",
+    "memory_loss", "sampling_logits", "sampling_logp",
+    "AGG_MODES", "LEVELS", "aggregate", "as_tokens", "policy_loss",
+    "DIAGNOSTICS", "RECIPES", "Recipe", "combine", "recipe",
+    "bbg_utility", "bbg_weights", "dynamic_sampling_keep", "group_success_counts", "ips_rewards",
+    "isac_multiplier", "zero_success_gate",
+]

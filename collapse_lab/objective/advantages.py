@@ -1,0 +1,160 @@
+"""Advantage estimators from a group's rewards (METHODS.md §1).
+
+    group_advantages(rewards[B], group[B], kind, std, ddof, eps, **kw) -> A[B]
+
+Every estimator is a small function `(rewards, inv, n_groups, **kw) -> A` registered in
+`ADVANTAGES`; `group_advantages` validates the inputs and dispatches. Group-relative kinds refuse
+groups of one sample (their baseline is undefined) instead of returning a silent zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .groups import (
+    check_1d,
+    group_index,
+    group_mean,
+    group_size,
+    group_sum,
+    group_var,
+    within_group_rank,
+)
+
+__all__ = ["group_advantages", "ADVANTAGES", "GROUP_RELATIVE", "STD_MODES", "log_comb"]
+
+STD_MODES = ("group", "batch", "none")
+
+
+def _grpo(rewards, inv, n, *, std="group", ddof=1, eps=1e-6, **_):
+    """A_i = (r_i - mean_g r) / (std + eps); std over the group, the whole batch, or none."""
+    if std not in STD_MODES:
+        raise ValueError(f"unknown std mode {std!r}; valid: {', '.join(STD_MODES)}")
+    centred = rewards - group_mean(rewards, inv, n)[inv]
+    if std == "none":
+        return centred
+    if std == "group":
+        scale = group_var(rewards, inv, n, ddof).sqrt()[inv]
+    else:  # "batch": one std over every reward of the batch (REINFORCE++-style)
+        scale = rewards.var(correction=ddof).sqrt()
+    return centred / (scale + eps)
+
+
+def _dr_grpo(rewards, inv, n, **_):
+    """A_i = r_i - mean_g r (Dr. GRPO: no std division)."""
+    return rewards - group_mean(rewards, inv, n)[inv]
+
+
+def _rloo(rewards, inv, n, **_):
+    """A_i = r_i - (sum_{j != i} r_j) / (G - 1) = G/(G-1) (r_i - mean_g r)."""
+    size = group_size(inv, n, rewards.dtype)[inv]
+    return rewards - (group_sum(rewards, inv, n)[inv] - rewards) / (size - 1)
+
+
+def _reinforce(rewards, inv, n, *, baseline: float | Tensor = 0.0, **_):
+    """A_i = r_i - b with a constant (or running-mean, per-sample) baseline b; no group needed."""
+    return rewards - baseline
+
+
+def log_comb(n: Tensor, k: Tensor) -> Tensor:
+    """log C(n, k) elementwise in float64; -inf where k < 0 or k > n (C = 0)."""
+    n, k = n.double(), k.double()
+    ok = (k >= 0) & (k <= n)
+    n_, k_ = torch.where(ok, n, 0.0), torch.where(ok, k, 0.0)
+    val = torch.lgamma(n_ + 1) - torch.lgamma(k_ + 1) - torch.lgamma(n_ - k_ + 1)
+    return torch.where(ok, val, torch.full_like(val, -torch.inf))
+
+
+def _passk(rewards, inv, n, *, k: int, success_threshold: float = 1.0, **_):
+    """Pass@k training advantage (Chen et al. 2025, RUCAIBox/Passk_Training `passk_adv.py`).
+
+    Per group of N samples with N_neg failures: R = 1 - C(N_neg,k)/C(N,k), s = sqrt(R(1-R)),
+    A_pos = (1-R)/(s+1e-6), A_neg = (1 - R - C(N_neg-1,k-1)/C(N-1,k-1))/(s+1e-6).
+    Both are 0 when N_neg < k (every k-subset passes). Combinatorics in float64 via lgamma.
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"passk advantage needs an integer k >= 1, got k={k!r}")
+    size = group_size(inv, n, torch.float64)
+    if (size < k).any():
+        raise ValueError(f"passk advantage needs k <= group size; k={k}, smallest group {int(size.min())}")
+    success = (rewards >= success_threshold).double()
+    n_neg = size - group_sum(success, inv, n)
+    kk = torch.full_like(size, float(k))
+    big_r = 1.0 - torch.exp(log_comb(n_neg, kk) - log_comb(size, kk))  # (n_groups,)
+    s = torch.sqrt((big_r * (1.0 - big_r)).clamp_min(0.0))
+    frac_all_neg = torch.exp(log_comb(n_neg - 1, kk - 1) - log_comb(size - 1, kk - 1))
+    a_pos = (1.0 - big_r) / (s + 1e-6)
+    a_neg = (1.0 - big_r - frac_all_neg) / (s + 1e-6)
+    adv = torch.where(success.bool(), a_pos[inv], a_neg[inv])
+    return adv.to(rewards.dtype)
+
+
+def _unlikeliness(rewards, inv, n, *, logp: Tensor, mask: Tensor | None = None,
+                  beta_rank: float = 0.25, **kw):
+    """Unlikeliness reward (He, Fried, Welleck 2025), then GRPO.
+
+    Rank samples in each group by token-mean `logp` (use old_logp), ascending: least likely = 0.
+    r_i <- r_i (1 - beta_rank * rank_i / G).
+    """
+    seq_logp = _token_mean(logp.detach(), mask)
+    check_1d("logp (token-mean)", seq_logp, rewards)
+    rank = within_group_rank(seq_logp, inv, n).to(rewards.dtype)
+    size = group_size(inv, n, rewards.dtype)[inv]
+    return _grpo(rewards * (1.0 - beta_rank * rank / size), inv, n, **kw)
+
+
+def _token_mean(logp: Tensor, mask: Tensor | None) -> Tensor:
+    """(B,) or (B, T) log-probs -> (B,) token-mean under the mask."""
+    if logp.dim() == 1:
+        return logp
+    mask = torch.ones_like(logp) if mask is None else mask.to(logp.dtype)
+    return (logp * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+
+
+ADVANTAGES: dict[str, Callable[..., Tensor]] = {
+    "grpo": _grpo,
+    "dr_grpo": _dr_grpo,
+    "rloo": _rloo,
+    "reinforce": _reinforce,
+    "passk": _passk,
+    "unlikeliness": _unlikeliness,
+}
+GROUP_RELATIVE = frozenset({"grpo", "dr_grpo", "rloo", "passk", "unlikeliness"})
+_EXTRA_KW = {
+    "grpo": set(), "dr_grpo": set(), "rloo": set(), "reinforce": {"baseline"},
+    "passk": {"k", "success_threshold"}, "unlikeliness": {"logp", "mask", "beta_rank"},
+}
+
+
+def group_advantages(rewards: Tensor, group: Tensor, kind: str = "grpo", std: str = "group",
+                     ddof: int = 1, eps: float = 1e-6, **kw) -> Tensor:
+    """Per-sample advantages A[B] from rewards[B] and group ids group[B] (METHODS.md §1).
+
+    kind: one of `ADVANTAGES` — grpo (std "group" | "batch" | "none", `ddof`, `eps`), dr_grpo, rloo,
+    reinforce (kw `baseline`), passk (kw `k`), unlikeliness (kw `logp` [B] or [B, T], `mask`,
+    `beta_rank`). Groups whose rewards are all equal get A = 0 for grpo, dr_grpo and rloo.
+    Raises ValueError for an unknown kind, mismatched shapes, or a group of size 1 with a
+    group-relative kind.
+    """
+    if kind not in ADVANTAGES:
+        raise ValueError(f"unknown advantage kind {kind!r}; valid: {', '.join(ADVANTAGES)}")
+    unknown = set(kw) - _EXTRA_KW[kind]
+    if unknown:
+        allowed = ", ".join(sorted(_EXTRA_KW[kind])) or "none"
+        raise ValueError(f"advantage kind {kind!r} got unknown options {sorted(unknown)}; allowed: {allowed}")
+    check_1d("rewards", rewards)
+    check_1d("group", group, rewards)
+    if not rewards.dtype.is_floating_point:
+        raise ValueError(f"rewards must be a float tensor, got dtype {rewards.dtype}")
+    inv, n = group_index(group)
+    if kind in GROUP_RELATIVE:
+        smallest = int(group_size(inv, n, torch.long).min())
+        if smallest < 2:
+            raise ValueError(
+                f"advantage kind {kind!r} is group-relative and needs every group to have at least "
+                f"2 samples; found a group of size {smallest}"
+            )
+    return ADVANTAGES[kind](rewards, inv, n, std=std, ddof=ddof, eps=eps, **kw)
