@@ -1,41 +1,57 @@
-"""Entry point of `python -m studies`: runs every figure script (see STUDIES.md).
+"""`python -m studies`: regenerate every figure of STUDIES.md into figures/.
 
-Until the studies land, this lists what exists and exits 0.
+    python -m studies                 all figures, full sweeps (make figures)
+    python -m studies --quick --check shrunken sweeps, exit 1 if any claim fails (CI)
+    python -m studies --only NAME     one figure (repeatable)
+    python -m studies --out DIR       write somewhere other than figures/
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
+import time
 from pathlib import Path
+
+# the order of STUDIES.md; scripts not listed here run after these, alphabetically
+ORDER = ("logratio_dynamics", "ips_terminal", "sampling_bias", "semantic_coupling", "divergences",
+         "overtraining", "fixes_leaderboard", "phase_diagram", "llm_collapse")
 
 
 def discover() -> list[str]:
-    """Names of the figure scripts in this package (every module with a `main`)."""
+    """Names of the figure scripts in this package (modules not starting with '_')."""
     here = Path(__file__).parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_"))
+    found = {m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_")}
+    return [n for n in ORDER if n in found] + sorted(found - set(ORDER))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m studies", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m studies", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shrink every sweep (CI)")
-    ap.add_argument("--only", action="append", default=[], help="run only this figure (repeatable)")
-    ap.add_argument("--check", action="store_true", help="exit non-zero if any claim fails")
+    ap.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this figure")
+    ap.add_argument("--check", action="store_true", help="exit 1 if any figure's claim fails")
+    ap.add_argument("--out", type=Path, help="output folder (default figures/)")
     args = ap.parse_args(argv)
-    names = [n for n in discover() if not args.only or n in args.only]
-    unknown = set(args.only) - set(discover())
+    available = discover()
+    unknown = sorted(set(args.only) - set(available))
     if unknown:
-        ap.error(f"unknown figure(s) {sorted(unknown)}; available: {', '.join(discover()) or 'none'}")
+        ap.error(f"unknown figure(s) {unknown}; available: {', '.join(available) or 'none'}")
+    if args.out is not None:
+        os.environ["COLLAPSE_LAB_FIGURES"] = str(args.out.resolve())
+    names = [n for n in available if not args.only or n in args.only]
     if not names:
         print("no studies exist yet: nothing to regenerate")
         return 0
-    failed = []
+    t0, failed = time.perf_counter(), []
     for name in names:
-        mod = importlib.import_module(f"studies.{name}")
-        ok = mod.main(quick=args.quick)
+        ok = importlib.import_module(f"studies.{name}").main(quick=args.quick)
         failed += [] if ok else [name]
+    print(f"{len(names)} figures in {time.perf_counter() - t0:.1f}s; "
+          f"{len(names) - len(failed)} passed, {len(failed)} failed")
     if failed:
         print(f"claims failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if (failed and args.check) else 0

@@ -1,0 +1,94 @@
+"""Shared pieces of every figure script: one plot style, claim checks, and the save step.
+
+A study builds its figure, states its claims with `close`, `holds` or `greater`, and hands both to
+`finish`, which writes figures/<name>.png (and .pdf) and figures/<name>.json with the claim checks and
+provenance, prints a one-line verdict, and returns whether every claim passed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from collapse_lab.runs import provenance, write_json  # noqa: E402
+
+FIG_DIR = Path(__file__).resolve().parent.parent / "figures"
+# colour-blind-safe palette (Okabe-Ito), fixed per recipe so every figure agrees
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+RECIPE_COLORS = {
+    "grpo": "#000000", "dr_grpo": "#7F7F7F", "dapo": "#A0A0A0", "rloo": "#56B4E9",
+    "reinforce": "#B0B0B0", "reverse_kl": "#D55E00", "ips_grpo": "#0072B2", "isac": "#009E73",
+    "memory": "#66C2A5", "dph_forward": "#CC79A7", "dph_js": "#E69F00", "dph_alpha": "#F0E442",
+    "zero_success": "#8C510A", "bbg": "#BF812D", "passk": "#5E3C99", "unlikeliness": "#B2ABD2",
+    "entropy": "#E7298A", "base": "#1B9E77",
+}
+
+
+def setup_style() -> None:
+    """One style for every figure: readable at README width (about 800 px)."""
+    plt.rcParams.update({
+        "figure.dpi": 110, "savefig.dpi": 150, "font.size": 9, "axes.titlesize": 10,
+        "axes.labelsize": 9, "legend.fontsize": 7.5, "axes.spines.top": False,
+        "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "lines.linewidth": 1.6,
+        "axes.prop_cycle": matplotlib.cycler(color=PALETTE), "figure.constrained_layout.use": True,
+    })
+
+
+@dataclass
+class Claim:
+    """One quantitative statement a figure supports, computed from its run."""
+
+    name: str
+    passed: bool
+    value: float | None = None
+    target: float | None = None
+    tolerance: float | None = None
+    detail: str = ""
+
+
+def _f(x):
+    return None if x is None else float(x)
+
+
+def close(name: str, value: float, target: float, tol: float, detail: str = "") -> Claim:
+    """|value - target| <= tol."""
+    ok = math.isfinite(value) and abs(value - target) <= tol
+    return Claim(name, bool(ok), _f(value), _f(target), _f(tol), detail)
+
+
+def holds(name: str, condition: bool, value: float | None = None, detail: str = "") -> Claim:
+    """A boolean statement (with the number it rests on, when there is one)."""
+    return Claim(name, bool(condition), _f(value), None, None, detail)
+
+
+def greater(name: str, value: float, than: float, margin: float = 0.0, detail: str = "") -> Claim:
+    """value > than + margin."""
+    return Claim(name, bool(value > than + margin), _f(value), _f(than), _f(margin), detail)
+
+
+def finish(name: str, fig, claims: list[Claim], *, seed, config: dict, t0: float, quick: bool) -> bool:
+    """Save the figure (PNG + PDF) and its JSON sidecar; print and return the verdict."""
+    out = Path(os.environ.get("COLLAPSE_LAB_FIGURES", FIG_DIR))
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / f"{name}.png")
+    fig.savefig(out / f"{name}.pdf")
+    plt.close(fig)
+    ok = all(c.passed for c in claims)
+    wall = time.perf_counter() - t0
+    write_json(out / f"{name}.json", {
+        "figure": name, "quick": quick, "all_claims_passed": ok,
+        "claims": [asdict(c) for c in claims],
+        "provenance": provenance(seed=seed, config=config, wall_time=round(wall, 2)),
+    })
+    failed = [c.name for c in claims if not c.passed]
+    verdict = "PASS" if ok else f"FAIL ({', '.join(failed)})"
+    print(f"[{name}] {len(claims)} claims: {verdict}  ({wall:.1f}s)", flush=True)
+    return ok
