@@ -133,3 +133,28 @@ def test_combine_and_overrides():
         recipe("grpo", agg="sum")
     with pytest.raises(ValueError, match="cannot combine"):
         recipe("dr_grpo+passk")
+
+
+def test_kl_in_reward_shapes_rewards():
+    _, batch = random_batch(7)
+    _, diag = recipe("reverse_kl", in_reward=True, kl_kind="k1", beta=0.1).loss(batch)
+    k1_per_seq = ((batch.logp.detach() - batch.ref_logp) * batch.mask).sum(-1)
+    expect = (batch.rewards - 0.1 * k1_per_seq).mean().item()
+    assert diag["shaped_reward_mean"] == pytest.approx(expect, abs=1e-14) and diag["kl_loss"] == 0.0
+
+
+def test_bbg_weights_on_a_batch():
+    # G = 8 groups with c = 0, 1, 2, 4 (n = 8, k_ref = 16): weights u(c)/u(1) = 2.875, 1, 0.3182, gated 0;
+    # the all-failure group gets -lambda_neg * u(0)/u(1) on every sample
+    c_per_group = [0, 1, 2, 4]
+    rewards = torch.tensor([float(i < c) for c in c_per_group for i in range(8)], dtype=f64)
+    group = torch.arange(32) // 8
+    logp = torch.zeros(32, dtype=f64, requires_grad=True)
+    b = Batch(logp=logp, rewards=rewards, group=group)
+    u = {0: 6.0, 1: 48 / 23, 2: 16 * 504 / 12144}
+    grpo = group_advantages(rewards, group)
+    adv = recipe("bbg").weights[0](b, grpo)
+    assert torch.allclose(adv[:8], torch.full((8,), -u[0] / u[1], dtype=f64))
+    assert torch.allclose(adv[8:16], grpo[8:16])
+    assert torch.allclose(adv[16:24], grpo[16:24] * u[2] / u[1])
+    assert torch.all(adv[24:] == 0)
