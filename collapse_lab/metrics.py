@@ -19,6 +19,9 @@ __all__ = [
 ]
 
 
+_ROUNDING = 1e-9
+
+
 def _int_array(name: str, x) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype.kind == "f":
@@ -58,11 +61,13 @@ def pass_at_k_exact(p_correct, k) -> np.ndarray:
     """Exact pass@k when the correct mass p is known: 1 - (1 - p)^k, elementwise (broadcast).
 
     Computed as -expm1(k log1p(-p)) for accuracy at small p. Average over prompts for a benchmark.
+    p within 1e-9 outside [0, 1] (a summed probability's rounding) is clipped; further is an error.
     """
     p = np.asarray(p_correct, dtype=np.float64)
     k = np.asarray(k, dtype=np.float64)
-    if np.any((p < 0) | (p > 1)):
+    if np.any((p < -_ROUNDING) | (p > 1 + _ROUNDING)) or np.any(np.isnan(p)):
         raise ValueError("pass_at_k_exact needs 0 <= p_correct <= 1")
+    p = np.clip(p, 0.0, 1.0)  # a sum of probabilities may exceed 1 by rounding
     if np.any(k < 1):
         raise ValueError("pass_at_k_exact needs k >= 1")
     with np.errstate(divide="ignore"):

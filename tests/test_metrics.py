@@ -60,6 +60,9 @@ def test_errors():
         pass_at_k(4, 5, 1)
     with pytest.raises(ValueError, match="1 <= k <= n"):
         pass_at_k(4, 1, 5)
+    with pytest.raises(ValueError, match="0 <= p_correct <= 1"):
+        pass_at_k_exact(1.01, 2)
+    assert pass_at_k_exact(1 + 1e-15, 2) == 1.0  # summed probabilities may round above 1
     with pytest.raises(ValueError, match="whole numbers"):
         pass_at_k(4.5, 1, 1)
 
