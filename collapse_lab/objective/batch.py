@@ -23,6 +23,8 @@ class RefSamples:
 
     logp: current policy's log-probs of the stored tokens [R, T] (with grad);
     ref_logp: stored reference log-probs [R, T]; mask: [R, T] or None.
+    R = 0 (a batch with no D_pef prompt) gives a zero divergence term; `Batch.ref_samples=None`
+    with a DPH recipe is an error (the caller forgot them).
     """
 
     logp: Tensor

@@ -116,8 +116,9 @@ class Recipe:
         if self.kl is not None and not self.kl.in_reward and self.kl.beta > 0:
             kl_loss = self.kl.beta * aggregate(self.kl.term(batch), mask, agg, max_len)
         if self.dph is not None and self.dph.eta > 0:
-            term, ref_mask = self.dph.term(batch)
-            div_loss = self.dph.eta * aggregate(term, ref_mask, agg, max_len)
+            term, ref_mask = self.dph.term(batch)  # (R, T); R = 0: no D_pef prompt in this batch
+            if term.shape[0] > 0:
+                div_loss = self.dph.eta * aggregate(term, ref_mask, agg, max_len)
         if self.needs_entropy:
             if batch.entropy is None:
                 raise ValueError("the entropy bonus needs Batch.entropy, which is None")

@@ -158,3 +158,15 @@ def test_bbg_weights_on_a_batch():
     assert torch.allclose(adv[8:16], grpo[8:16])
     assert torch.allclose(adv[16:24], grpo[16:24] * u[2] / u[1])
     assert torch.all(adv[24:] == 0)
+
+
+def test_dph_empty_reference_set_is_zero_but_missing_is_an_error():
+    _, batch = random_batch(8)
+    empty = torch.zeros(0, 3, dtype=f64)
+    batch.ref_samples = RefSamples(logp=empty, ref_logp=empty)
+    for agg in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
+        loss, diag = recipe("dph_forward", agg=agg).loss(batch)
+        assert diag["div_loss"] == 0.0 and math.isfinite(loss.item())
+    batch.ref_samples = None
+    with pytest.raises(ValueError, match="ref_samples"):
+        recipe("dph_js").loss(batch)
