@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from collapse_lab.runs import provenance, write_json  # noqa: E402
 
@@ -32,6 +33,20 @@ RECIPE_COLORS = {
 }
 
 
+# the shared benchmark problem set of overtraining / fixes_leaderboard: rare correct modes (Zipf
+# tail) and base-unsolved prompts (correct mass down to 1e-4, log-uniform)
+BENCHMARK = dict(n_prompts=64, n_outcomes=32, n_correct=4, tail=1.2, min_mass=1e-4, max_mass=0.9, seed=0)
+BENCH_KS = tuple(2**i for i in range(11))  # 1 .. 1024
+BENCH_TRAIN = dict(steps=300, lr=0.5 * 64, group_size=8, log_every=25)  # lr = 0.5 per prompt (token-mean)
+
+
+def benchmark():
+    """The shared multimode benchmark Problem (BENCHMARK)."""
+    from collapse_lab.sim import multimode
+
+    return multimode(**BENCHMARK)
+
+
 def setup_style() -> None:
     """One style for every figure: readable at README width (about 800 px)."""
     plt.rcParams.update({
@@ -40,6 +55,36 @@ def setup_style() -> None:
         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25, "lines.linewidth": 1.6,
         "axes.prop_cycle": matplotlib.cycler(color=PALETTE), "figure.constrained_layout.use": True,
     })
+
+
+def mean_se(x, axis=0):
+    """(mean, standard error) over `axis` (replicates): se = std(ddof=1) / sqrt(n)."""
+    x = np.asarray(x, dtype=float)
+    n = x.shape[axis]
+    se = x.std(axis=axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(x.mean(axis=axis))
+    return x.mean(axis=axis), se
+
+
+def band(ax, x, reps, label=None, color=None, z=2.0, **kw):
+    """Replicate mean as a line with a +-z standard-error band; reps [R, len(x)]. Returns (mean, se)."""
+    m, se = mean_se(reps)
+    line, = ax.plot(x, m, label=label, color=color, **kw)
+    ax.fill_between(x, m - z * se, m + z * se, color=line.get_color(), alpha=0.2, lw=0)
+    return m, se
+
+
+def panel_labels(axes) -> None:
+    """Prefix each axis title with (a), (b), ... (call after the titles are set)."""
+    for i, ax in enumerate(np.ravel(axes)):
+        ax.set_title(f"({chr(97 + i)}) {ax.get_title()}")
+
+
+def log_ticks(ax, ticks, axis: str = "x") -> None:
+    """Label a log axis at `ticks` only (plain integers), with no minor tick labels."""
+    from matplotlib.ticker import NullFormatter
+
+    getattr(ax, f"set_{axis}ticks")(list(ticks), [f"{t:g}" for t in ticks])
+    getattr(ax, f"{axis}axis").set_minor_formatter(NullFormatter())
 
 
 @dataclass

@@ -1,0 +1,307 @@
+"""Typed run configuration for the `llm` command-line tools.
+
+Every tool (`llm.train`, `llm.sft`, `llm.evaluate`, `llm.bench`) has one top-level dataclass built from
+the section dataclasses below. `parse(cls, argv)` resolves it from, in order of precedence,
+`--section.field value` flags, a TOML file given with `--config`, and the field defaults; the resolved
+config is validated once (a ValueError names the field) and saved with every run (`save`).
+Field docstrings (the string under each field) are the documentation and the `--help` text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import textwrap
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+TASKS = ("multisolution", "countdown", "math", "bandit")
+ENGINES = ("hf", "vllm")
+OPTIMIZERS = ("adamw", "sgd")
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+def _check(ok: bool, name: str, value, allowed: str) -> None:
+    """Raise ValueError naming the field `name` unless `ok`."""
+    if not ok:
+        raise ValueError(f"{name} = {value!r} is invalid; allowed: {allowed}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    """'tiny' / 'small' (Llama-style presets built from a config), 'bandit' (BanditLM), or a Hugging
+    Face causal LM given by local path or hub id."""
+    dtype: str = "float32"
+    """Parameter dtype: float32, float64, bfloat16 or float16."""
+    hidden_size: int = 0
+    """Override the preset's hidden size (0 keeps the preset)."""
+    num_layers: int = 0
+    """Override the preset's number of layers (0 keeps the preset)."""
+    memory_preset: str = "tiny"
+    """Preset of the memory LM used by sampler-side recipes (METHODS §2, paper A)."""
+
+    def validate(self, p: str = "model") -> None:
+        _check(bool(self.name), f"{p}.name", self.name, "a preset, 'bandit', or a model path/id")
+        _check(self.dtype in DTYPES, f"{p}.dtype", self.dtype, ", ".join(DTYPES))
+        _check(self.hidden_size >= 0, f"{p}.hidden_size", self.hidden_size, ">= 0")
+        _check(self.num_layers >= 0, f"{p}.num_layers", self.num_layers, ">= 0")
+
+
+@dataclass
+class TaskConfig:
+    name: str = "multisolution"
+    """Task: multisolution, countdown, math or bandit."""
+    path: str = ""
+    """Data file (JSONL or parquet with problem/answer columns) for the math task."""
+    num_prompts: int = 64
+    """Number of distinct prompts generated for synthetic tasks (train and test together)."""
+    test_fraction: float = 0.25
+    """Share of prompts held out for evaluation."""
+    difficulty: int = 3
+    """Synthetic difficulty: answer digits (multisolution), numbers given (countdown)."""
+    num_outcomes: int = 8
+    """Outcomes per prompt for the bandit task."""
+    timeout_s: float = 2.0
+    """Time limit of one reward check; a check that runs over gets reward 0 and is counted."""
+    seed: int = 0
+    """Seed of the synthetic prompt set (fixed across runs so that splits agree)."""
+
+    def validate(self, p: str = "task") -> None:
+        _check(self.name in TASKS, f"{p}.name", self.name, ", ".join(TASKS))
+        _check(self.name != "math" or bool(self.path), f"{p}.path", self.path,
+               "a JSONL/parquet file when task.name = 'math'")
+        _check(self.num_prompts >= 2, f"{p}.num_prompts", self.num_prompts, ">= 2")
+        _check(0.0 < self.test_fraction < 1.0, f"{p}.test_fraction", self.test_fraction, "(0, 1)")
+        _check(1 <= self.difficulty <= 8, f"{p}.difficulty", self.difficulty, "1..8")
+        _check(self.num_outcomes >= 2, f"{p}.num_outcomes", self.num_outcomes, ">= 2")
+        _check(self.timeout_s > 0, f"{p}.timeout_s", self.timeout_s, "> 0")
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "hf"
+    """Rollout engine: hf (batched sampling with KV cache) or vllm (pluggable, see llm.rollout)."""
+    group_size: int = 8
+    """Samples per prompt G."""
+    prompts_per_step: int = 8
+    """Prompts per training step (global, over all processes)."""
+    max_new_tokens: int = 8
+    """Maximum response length in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature; training log-probs use the same temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold in (0, 1]."""
+
+    def validate(self, p: str = "rollout") -> None:
+        _check(self.engine in ENGINES, f"{p}.engine", self.engine, ", ".join(ENGINES))
+        _check(self.group_size >= 1, f"{p}.group_size", self.group_size, ">= 1")
+        _check(self.prompts_per_step >= 1, f"{p}.prompts_per_step", self.prompts_per_step, ">= 1")
+        _check(self.max_new_tokens >= 1, f"{p}.max_new_tokens", self.max_new_tokens, ">= 1")
+        _check(self.temperature > 0, f"{p}.temperature", self.temperature, "> 0")
+        _check(0 < self.top_p <= 1, f"{p}.top_p", self.top_p, "(0, 1]")
+
+
+@dataclass
+class RecipeConfig:
+    name: str = "grpo"
+    """Recipe of METHODS §5, or a combination such as 'ips_grpo+dph_js'."""
+    overrides: dict = field(default_factory=dict)
+    """Recipe parameters to override, e.g. {beta = 0.05, n_pre = 8, mu = 0.5} (passed to
+    collapse_lab.objective.recipe; DPH's n_pre/n_ref and the memory's mu/lr live there too)."""
+    max_resample: int = 4
+    """Dynamic sampling: extra rollout rounds allowed to replace groups with equal rewards."""
+
+    def validate(self, p: str = "recipe") -> None:
+        from collapse_lab.objective import RECIPES
+        for part in self.name.split("+"):
+            _check(part in RECIPES, f"{p}.name", self.name, ", ".join(RECIPES) + " (joined by +)")
+        _check(isinstance(self.overrides, dict), f"{p}.overrides", self.overrides, "a table")
+        _check(self.max_resample >= 0, f"{p}.max_resample", self.max_resample, ">= 0")
+        try:
+            self.build()
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{p}.overrides = {self.overrides!r} is invalid: {e}") from None
+
+    def build(self):
+        """The collapse_lab.objective Recipe this section describes."""
+        from collapse_lab.objective import recipe
+        return recipe(self.name, **dict(self.overrides))
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adamw"
+    """adamw or sgd."""
+    lr: float = 1e-4
+    """Learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (0 disables)."""
+    ppo_epochs: int = 1
+    """Passes over each rollout batch."""
+    num_minibatches: int = 1
+    """Optimizer steps per epoch (minibatch m = prompt slots j with j % M == m); processes are
+    balanced when prompts_per_step is divisible by num_minibatches * world size."""
+    micro_groups: int = 0
+    """Groups per forward/backward (gradient accumulation unit); 0 = the whole minibatch."""
+
+    def validate(self, p: str = "optim") -> None:
+        _check(self.optimizer in OPTIMIZERS, f"{p}.optimizer", self.optimizer, ", ".join(OPTIMIZERS))
+        _check(self.lr > 0, f"{p}.lr", self.lr, "> 0")
+        _check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, ">= 0")
+        _check(self.grad_clip >= 0, f"{p}.grad_clip", self.grad_clip, ">= 0")
+        _check(self.ppo_epochs >= 1, f"{p}.ppo_epochs", self.ppo_epochs, ">= 1")
+        _check(self.num_minibatches >= 1, f"{p}.num_minibatches", self.num_minibatches, ">= 1")
+        _check(self.micro_groups >= 0, f"{p}.micro_groups", self.micro_groups, ">= 0")
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/llm"
+    """Output directory: config.toml, metrics.jsonl, checkpoints, model."""
+    seed: int = 0
+    """The one seed of the run (python, numpy, torch and the sampling generator)."""
+    steps: int = 100
+    """Training steps."""
+    save_every: int = 0
+    """Checkpoint period in steps (0: only at the end)."""
+    resume: bool = False
+    """Continue from the latest checkpoint in out_dir."""
+    tensorboard: bool = False
+    """Also write TensorBoard scalars (needs the tensorboard package)."""
+    progress: bool = True
+    """Show a progress bar with the key metrics."""
+    device: str = "auto"
+    """auto (cuda if available), cpu or cuda."""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default; 1 avoids oversubscription on shared machines)."""
+
+    def validate(self, p: str = "run") -> None:
+        _check(self.steps >= 0, f"{p}.steps", self.steps, ">= 0")
+        _check(self.save_every >= 0, f"{p}.save_every", self.save_every, ">= 0")
+        _check(self.device in ("auto", "cpu", "cuda"), f"{p}.device", self.device, "auto, cpu, cuda")
+        _check(self.threads >= 0, f"{p}.threads", self.threads, ">= 0")
+
+
+# ---------------------------------------------------------------- parsing ---------------------------
+
+def field_docs(cls) -> dict[str, str]:
+    """Attribute docstrings of a dataclass: {field: text}, read from its source."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body, docs = tree.body[0].body, {}
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = " ".join(str(b.value.value).split())
+    return docs
+
+
+def _sections(cls) -> dict[str, type]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value, typ, name: str):
+    """Convert a flag string or TOML value to the field type, naming the field on failure."""
+    if isinstance(value, str) and typ is not str:
+        try:
+            value = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            if typ is bool and value.lower() in ("true", "false"):
+                value = value.lower() == "true"
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+    _check(ok, name, value, f"a value of type {typ.__name__}")
+    return value
+
+
+def from_dict(cls, data: dict):
+    """Build the top-level config `cls` from a nested dict (TOML layout), rejecting unknown keys."""
+    secs, kwargs = _sections(cls), {}
+    for key, sub in data.items():
+        _check(key in secs, key, "...", ", ".join(secs))
+        scls = secs[key]
+        shints = typing.get_type_hints(scls)
+        for k in sub:
+            _check(k in shints, f"{key}.{k}", sub[k], ", ".join(shints))
+        kwargs[key] = scls(**{k: _coerce(v, shints[k], f"{key}.{k}") for k, v in sub.items()})
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def validate(cfg) -> None:
+    """Validate every section; the error names the field (`section.field`)."""
+    for f in dataclasses.fields(cfg):
+        getattr(cfg, f.name).validate(f.name)
+
+
+def parse(cls, argv=None, description: str = ""):
+    """Resolve `cls` from `--config FILE` and `--section.field value` flags (flags win); validate."""
+    ap = argparse.ArgumentParser(description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="TOML file with [section] tables")
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    for sec, scls in _sections(cls).items():
+        docs = field_docs(scls)
+        g = ap.add_argument_group(sec)
+        for f in dataclasses.fields(scls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            g.add_argument(f"--{sec}.{f.name}", dest=f"{sec}.{f.name}", default=None,
+                           help=f"{docs.get(f.name, '')} (default: {default!r})")
+    args = vars(ap.parse_args(argv))
+    data: dict = {}
+    config_path = args.pop("config")
+    if config_path:
+        with open(config_path, "rb") as fh:
+            try:
+                data = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as e:
+                raise ValueError(f"config file {config_path}: {e}") from None
+    if args.pop("resume"):
+        data.setdefault("run", {})["resume"] = True
+    for key, value in args.items():
+        if value is not None:
+            sec, name = key.split(".", 1)
+            data.setdefault(sec, {})[name] = value
+    cfg = from_dict(cls, data)
+    validate(cfg)
+    return cfg
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+
+def save(cfg, out_dir) -> Path:
+    """Write the resolved config as `out_dir/config.toml` (loadable with --config)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for sec, values in to_dict(cfg).items():
+        lines.append(f"[{sec}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    path = out / "config.toml"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,135 @@
+"""Rollouts scored into training rows, and DPH's stored reference samples.
+
+`collect` samples G responses per prompt, decodes and scores them (reward, canonical outcome,
+status) and returns an `Experience` of B = n_prompts * G rows. Outcome strings become int64 ids by a
+stable hash (crc32), identical in every process, so that IPS counts and diversity metrics compare
+answers, not token strings. `presample` runs DPH-RL's split before training (METHODS §3).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+
+from .rollout import encode_prompt, sequence_logp
+from .tasks import score
+
+
+def outcome_id(outcome: str | None) -> int:
+    """Stable int id of a canonical outcome; all unparsed responses share the id of ''."""
+    return zlib.crc32((outcome or "").encode()) & 0x7FFFFFFF
+
+
+def sample_seed(*keys: int) -> int:
+    """A 63-bit seed derived from integer keys (run seed, step, round, prompt slot)."""
+    return int(np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(2, np.uint64)[0] >> 1)
+
+
+@dataclass
+class Experience:
+    """B scored rows. slot (B,): the row's group (one per prompt and step); pef (B,): DPH's D_pef."""
+
+    prompt_tokens: list
+    tokens: torch.Tensor  # (B, T) long
+    mask: torch.Tensor  # (B, T)
+    old_logp: torch.Tensor  # (B, T) sampling log-probs
+    rewards: torch.Tensor  # (B,) float64
+    outcome: torch.Tensor  # (B,) int64
+    slot: torch.Tensor  # (B,) int64
+    prompt_id: torch.Tensor  # (B,) int64
+    pef: torch.Tensor  # (B,) bool
+    status: list
+    texts: list
+    ref_logp: torch.Tensor | None = None  # (B, T)
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    def select(self, rows) -> Experience:
+        """The sub-experience of boolean mask or index tensor `rows`."""
+        idx = torch.as_tensor(rows)
+        idx = idx.nonzero()[:, 0] if idx.dtype == torch.bool else idx
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = None if v is None else [v[i] for i in idx.tolist()] if isinstance(v, list) else v[idx]
+        return Experience(**out)
+
+    @staticmethod
+    def cat(parts: list[Experience]) -> Experience:
+        out = {}
+        for f in fields(Experience):
+            vs = [getattr(p, f.name) for p in parts]
+            out[f.name] = None if vs[0] is None else sum(vs, []) if isinstance(vs[0], list) else torch.cat(vs)
+        return Experience(**out)
+
+
+def pad_to(x: torch.Tensor, T: int, value=0) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, T - x.shape[1]), value=value)
+
+
+def collect(engine, task, tok, slots, prompts, seeds, rcfg, timeout_s: float, processor=None,
+            pef_ids=frozenset()) -> Experience:
+    """Sample rcfg.group_size responses for each prompt and score them (rows prompt-major)."""
+    G, T = rcfg.group_size, rcfg.max_new_tokens
+    ro = engine.generate([encode_prompt(tok, p.text) for p in prompts], G, seeds, T,
+                         rcfg.temperature, rcfg.top_p, processor)
+    texts = [tok.decode(t[m > 0].tolist()) for t, m in zip(ro.tokens, ro.mask)]
+    rows = [p for p in prompts for _ in range(G)]
+    scores = [score(task, p, s, timeout_s) for p, s in zip(rows, texts)]
+    ids = torch.tensor([p.id for p in rows], dtype=torch.long)
+    return Experience(
+        prompt_tokens=ro.prompt_tokens, tokens=pad_to(ro.tokens, T, tok.pad_id).cpu(),
+        mask=pad_to(ro.mask, T).cpu(), old_logp=pad_to(ro.logp, T).cpu(),
+        rewards=torch.tensor([s.reward for s in scores], dtype=torch.float64),
+        outcome=torch.tensor([outcome_id(s.outcome) for s in scores], dtype=torch.long),
+        slot=torch.tensor([s for s in slots for _ in range(G)], dtype=torch.long),
+        prompt_id=ids, pef=torch.tensor([i in pef_ids for i in ids.tolist()], dtype=torch.bool),
+        status=[s.status for s in scores], texts=texts)
+
+
+class RefStore:
+    """DPH-RL's pre-sampling split: D_pef prompt ids and their stored correct reference samples."""
+
+    def __init__(self):
+        self.samples: dict[int, dict] = {}  # prompt id -> {tokens, mask, ref_logp, prompt_tokens}
+
+    @property
+    def pef_ids(self) -> frozenset:
+        return frozenset(self.samples)
+
+    def state_dict(self) -> dict:
+        return {"samples": self.samples}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.samples = state["samples"]
+
+    def ref_rows(self, prompt_ids) -> dict | None:
+        """Stored samples of the D_pef prompts among `prompt_ids` (each once), concatenated."""
+        chosen = [self.samples[i] for i in dict.fromkeys(prompt_ids) if i in self.samples]
+        if not chosen:
+            return None
+        return {"prompt_tokens": sum((c["prompt_tokens"] for c in chosen), []),
+                **{k: torch.cat([c[k] for c in chosen]) for k in ("tokens", "mask", "ref_logp")}}
+
+
+@torch.no_grad()
+def presample(engine, model, task, tok, prompts, spec, rcfg, seed: int, timeout_s: float) -> RefStore:
+    """Sample each prompt spec.n_pre times from the initial policy; prompts solved every time form
+    D_pef and keep spec.n_ref correct samples with ref_logp = log pi_ref at the training temperature."""
+    store = RefStore()
+    pre = replace(rcfg, group_size=spec.n_pre)
+    seeds = [sample_seed(seed, -1, p.id) for p in prompts]
+    exp = collect(engine, task, tok, range(len(prompts)), prompts, seeds, pre, timeout_s)
+    for j, p in enumerate(prompts):
+        rows = torch.arange(j * spec.n_pre, (j + 1) * spec.n_pre)
+        if bool((exp.rewards[rows] >= 1.0).all()):
+            keep = exp.select(rows[: spec.n_ref])
+            ref_logp, _ = sequence_logp(model, keep.prompt_tokens, keep.tokens, keep.mask, tok.pad_id,
+                                        rcfg.temperature)
+            store.samples[p.id] = {"prompt_tokens": keep.prompt_tokens, "tokens": keep.tokens,
+                                   "mask": keep.mask, "ref_logp": ref_logp.cpu()}
+    return store

@@ -1,0 +1,70 @@
+"""The memory LM of paper A's distribution-level calibration (METHODS §2), as a logits processor.
+
+During sampling the policy logits z become `sampling_logits(z, z_mem, mu) = z - mu * z_mem`
+(collapse_lab.objective.memory); after each step the memory LM takes one SGD step on
+`memory_loss` (cross-entropy) of the step's rollouts, so outcomes sampled often are sampled less.
+The memory is a BanditLM table for BanditLM policies (the simulator's tabular memory) and a fresh
+tiny Llama preset otherwise (its logits start near zero, so early sampling is nearly on-policy).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from collapse_lab.objective import memory_loss, sampling_logits
+
+from .dist import average_grads
+from .models import BanditLM, tiny_llama
+from .rollout import sequence_logp
+
+
+def build_memory(policy, tok, preset: str = "tiny"):
+    """A fresh memory model matching the policy's vocabulary (and dtype)."""
+    policy = getattr(policy, "module", policy)
+    dtype = next(policy.parameters()).dtype
+    if isinstance(policy, BanditLM):
+        return BanditLM(*policy.table.shape, dtype=dtype)
+    return tiny_llama(tok.vocab_size, preset, dtype=dtype)
+
+
+class MemorySampler:
+    """LogitsProcessor for HFEngine plus the memory's own training step."""
+
+    def __init__(self, memory, spec, tok, dist, temperature: float = 1.0):
+        self.memory, self.mu, self.tok, self.dist = memory, spec.mu, tok, dist
+        self.temperature = temperature
+        self.opt = torch.optim.SGD(memory.parameters(), lr=spec.lr)
+        self._cache = self._last = None
+
+    @torch.no_grad()
+    def begin(self, input_ids, attention_mask, position_ids) -> None:
+        out = self.memory(input_ids=input_ids, attention_mask=attention_mask,
+                          position_ids=position_ids, use_cache=True)
+        self._cache, self._last = out.past_key_values, out.logits[:, -1]
+
+    @torch.no_grad()
+    def advance(self, next_ids, attention_mask, position_ids) -> None:
+        out = self.memory(input_ids=next_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          past_key_values=self._cache, use_cache=True)
+        self._cache, self._last = out.past_key_values, out.logits[:, -1]
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return sampling_logits(logits, self._last.to(logits.dtype), self.mu)  # (B, V)
+
+    def update(self, prompt_tokens, tokens, mask) -> float:
+        """One SGD step on memory_loss of the rollouts (gradients averaged over processes)."""
+        self.opt.zero_grad(set_to_none=True)
+        mem_logp, _ = sequence_logp(self.memory, prompt_tokens, tokens, mask, self.tok.pad_id)
+        loss = memory_loss(mem_logp, mask)
+        loss.backward()
+        average_grads(self.memory.parameters(), self.dist)
+        self.opt.step()
+        self._cache = self._last = None
+        return float(loss.detach())
+
+    def state_dict(self) -> dict:
+        return {"memory": self.memory.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.memory.load_state_dict(state["memory"])
+        self.opt.load_state_dict(state["opt"])

@@ -1,0 +1,329 @@
+"""RLVR trainer: rollouts -> rewards and outcome ids -> recipe loss -> PPO epochs over minibatches.
+
+    python -m llm.train --model.name runs/sft/model --task.name multisolution --recipe.name ips_grpo
+    torchrun --nproc-per-node 2 -m llm.train --config run.toml          # DDP (gloo on CPU)
+
+How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 2024):
+1. No value network, no GAE. The whole loss (reward shaping, advantage, advantage weights, clipped
+   surrogate, aggregation, KL / divergence, entropy) is `collapse_lab.objective`'s
+   `recipe(name).loss(batch)`. The trainer never branches on a recipe's name; it asks the recipe what
+   it needs: needs_ref, needs_ref_samples (dph), needs_history, needs_entropy, sampler,
+   dynamic_sampling.
+2. old_logp is the log-prob under the *sampling* distribution (temperature, top-p, memory logits
+   processor) as returned by the rollout engine, not a recomputation by the trainer, so the ratio of
+   METHODS §4 corrects for memory-calibrated sampling.
+3. Minibatches and micro-batches hold whole groups (advantages are group-relative). Each micro-batch
+   loss is scaled by its share of the minibatch's loss denominator over all processes (tokens for
+   token-mean, rows for the seq-mean modes), so gradient accumulation and DDP give the gradient of
+   one big batch. Exact for every recipe except DPH, whose divergence term has its own denominator.
+4. The reverse-KL reference is a frozen copy of the initial model, built only when beta > 0. DPH runs
+   no reference model during training: a pre-sampling pass splits the training prompts into D_pef
+   (solved n_pre / n_pre times; only the divergence on stored reference samples) and D_exp (RL loss).
+5. Rewards come from verifiers under a time limit; unparseable and timed-out responses get reward 0
+   and are counted. Outcomes are canonical answers hashed to ids (IPS, diversity metrics).
+6. Dynamic sampling (DAPO) drops zero-variance groups and draws new prompts, at most
+   recipe.max_resample extra rounds; it may end with fewer groups than prompts_per_step.
+7. Sampling noise is seeded per (run seed, step, round, prompt slot): a resumed run and a DDP run
+   draw the same samples as one uninterrupted single-process run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from collapse_lab.objective import Batch, PromptHistory, RefSamples, dynamic_sampling_keep
+
+from . import config as C
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything
+from .dist import Dist, all_reduce, barrier, cleanup, init_distributed, wrap_model
+from .experience import Experience, RefStore, collect, presample, sample_seed
+from .logger import MetricsLogger
+from .memory import MemorySampler, build_memory
+from .models import BanditLM, load_model, save_model
+from .rollout import make_engine, sequence_logp
+from .tasks import make_task
+
+
+@dataclass
+class TrainConfig:
+    model: C.ModelConfig = field(default_factory=C.ModelConfig)
+    task: C.TaskConfig = field(default_factory=C.TaskConfig)
+    rollout: C.RolloutConfig = field(default_factory=C.RolloutConfig)
+    recipe: C.RecipeConfig = field(default_factory=C.RecipeConfig)
+    optim: C.OptimConfig = field(default_factory=C.OptimConfig)
+    run: C.RunConfig = field(default_factory=C.RunConfig)
+
+
+@dataclass
+class Context:
+    """Everything one training process holds."""
+
+    cfg: TrainConfig
+    dist: Dist
+    task: object
+    model: torch.nn.Module  # the unwrapped policy
+    ddp: torch.nn.Module  # the policy as wrapped for data parallelism (dist.wrap_model)
+    tok: object
+    recipe: object
+    optimizer: torch.optim.Optimizer
+    engine: object
+    history: PromptHistory
+    ref_model: torch.nn.Module | None = None
+    memory: MemorySampler | None = None
+    refstore: RefStore | None = None
+    step: int = 0
+
+
+def make_optimizer(model, ocfg: C.OptimConfig) -> torch.optim.Optimizer:
+    if ocfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=ocfg.lr)
+    return torch.optim.AdamW(model.parameters(), lr=ocfg.lr, weight_decay=ocfg.weight_decay)
+
+
+def setup(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
+    """Seed, build task/model/recipe/optimiser/engine, the optional reference, memory and DPH split."""
+    dist = init_distributed(cfg.run.device)
+    seed_everything(cfg.run.seed, cfg.run.threads)
+    task = task or make_task(cfg.task)
+    if model is None:
+        model, tok = load_model(cfg.model, task)
+    model.to(dist.device)
+    if isinstance(model, BanditLM) and cfg.rollout.max_new_tokens != 1:
+        raise ValueError(f"rollout.max_new_tokens = {cfg.rollout.max_new_tokens} is invalid for "
+                         "BanditLM; allowed: 1")
+    recipe = cfg.recipe.build()
+    ctx = Context(cfg, dist, task, model, wrap_model(model, dist), tok, recipe,
+                  make_optimizer(model, cfg.optim), make_engine(cfg.rollout.engine, model, tok),
+                  PromptHistory())
+    if recipe.needs_ref:  # reverse KL with beta > 0: frozen copy of the initial policy
+        ctx.ref_model = copy.deepcopy(model).requires_grad_(False).eval()
+    if recipe.sampler is not None:  # paper A: memory LM as a logits processor
+        memory = build_memory(model, tok, cfg.model.memory_preset).to(dist.device)
+        ctx.memory = MemorySampler(memory, recipe.sampler, tok, dist, cfg.rollout.temperature)
+    if recipe.needs_ref_samples:  # DPH: pre-sampling split with stored reference samples
+        ctx.refstore = presample(ctx.engine, model, task, tok, task.prompts("train"), recipe.dph,
+                                 cfg.rollout, cfg.run.seed, cfg.task.timeout_s)
+    return ctx
+
+
+def local_slots(n_prompts: int, n_minibatches: int, dist: Dist) -> list[int]:
+    """Prompt positions this process owns: j with (j // M) % world == rank (minibatch = j % M)."""
+    return [j for j in range(n_prompts) if (j // n_minibatches) % dist.world == dist.rank]
+
+
+def choose_prompts(prompts: list, n: int, seed: int, step: int, rnd: int) -> list:
+    """n training prompts for (step, round), identical in every process."""
+    rng = np.random.default_rng([seed, step, rnd])
+    idx = rng.permutation(len(prompts))[:n] if n <= len(prompts) else rng.integers(0, len(prompts), n)
+    return [prompts[int(i)] for i in idx]
+
+
+def rollout_step(ctx: Context, step: int) -> Experience:
+    """Sample and score this process's groups; with dynamic sampling, replace zero-variance groups."""
+    cfg, rc = ctx.cfg, ctx.cfg.rollout
+    slots = local_slots(rc.prompts_per_step, cfg.optim.num_minibatches, ctx.dist)
+    rounds = 1 + (cfg.recipe.max_resample if ctx.recipe.dynamic_sampling else 0)
+    pef = ctx.refstore.pef_ids if ctx.refstore is not None else frozenset()
+    kept: list[Experience] = []
+    for rnd in range(rounds):
+        prompts = choose_prompts(ctx.task.prompts("train"), rc.prompts_per_step, cfg.run.seed, step, rnd)
+        seeds = [sample_seed(cfg.run.seed, step, rnd, j) for j in slots]
+        exp = collect(ctx.engine, ctx.task, ctx.tok, slots, [prompts[j] for j in slots], seeds, rc,
+                      cfg.task.timeout_s, ctx.memory, pef)
+        if not ctx.recipe.dynamic_sampling:
+            return exp
+        kept.append(exp.select(dynamic_sampling_keep(exp.rewards, exp.slot)))
+        if sum(len(k) for k in kept) >= len(slots) * rc.group_size:
+            break
+    exp = Experience.cat(kept).select(torch.arange(min(sum(map(len, kept)), len(slots) * rc.group_size)))
+    exp.slot = torch.arange(len(exp)) // rc.group_size  # renumber groups: minibatch = slot % M
+    return exp
+
+
+@torch.no_grad()
+def add_reference_logp(ctx: Context, exp: Experience) -> None:
+    """Reverse-KL recipes: log pi_ref of the sampled tokens."""
+    dev = ctx.dist.device
+    exp.ref_logp, _ = sequence_logp(ctx.ref_model, exp.prompt_tokens, exp.tokens.to(dev),
+                                    exp.mask.to(dev), ctx.tok.pad_id, ctx.cfg.rollout.temperature)
+
+
+def loss_count(ctx: Context, sub: Experience) -> float:
+    """The micro-batch's share of its aggregation denominator (tokens for token-mean, else rows)."""
+    ref = ctx.refstore.ref_rows(sub.prompt_id.tolist()) if ctx.refstore is not None else None
+    if ctx.recipe.policy.agg == "token-mean":
+        pol = float((sub.mask * (~sub.pef).unsqueeze(-1)).sum())
+        return pol + (float(ref["mask"].sum()) if ref else 0.0)
+    return float(len(sub)) + (float(len(ref["tokens"])) if ref else 0.0)
+
+
+def micro_loss(ctx: Context, sub: Experience):
+    """recipe.loss on one micro-batch: one forward pass over its rows (and its DPH reference rows)."""
+    dev, T = ctx.dist.device, ctx.cfg.rollout.max_new_tokens
+    dtype = next(ctx.model.parameters()).dtype
+    ref = ctx.refstore.ref_rows(sub.prompt_id.tolist()) if ctx.refstore is not None else None
+    prompts, tokens, mask = sub.prompt_tokens, sub.tokens, sub.mask
+    if ref is not None:  # one forward through the DDP module for both row sets
+        prompts, tokens = prompts + ref["prompt_tokens"], torch.cat([tokens, ref["tokens"]])
+        mask = torch.cat([mask, ref["mask"]])
+    logp, ent = sequence_logp(ctx.ddp, prompts, tokens.to(dev), mask.to(dev, dtype), ctx.tok.pad_id,
+                              ctx.cfg.rollout.temperature, ctx.recipe.needs_entropy)
+    B, dtype = len(sub), logp.dtype  # float32 for half-precision models
+    ref_samples = None
+    if ref is not None:
+        ref_samples = RefSamples(logp[B:], ref["ref_logp"].to(dev, dtype), ref["mask"].to(dev, dtype))
+    elif ctx.refstore is not None:  # no D_pef prompt here: one all-masked row, divergence term 0
+        zeros = logp.new_zeros(1, T)
+        ref_samples = RefSamples(zeros, zeros, zeros)
+    prior = ctx.history.lookup(sub.prompt_id.tolist()) if ctx.recipe.needs_history else (None, None)
+    to = lambda x: None if x is None else x.to(dev)  # noqa: E731
+    batch = Batch(logp=logp[:B], rewards=sub.rewards.to(dev, dtype), group=to(sub.slot),
+                  old_logp=sub.old_logp.to(dev, dtype), mask=sub.mask.to(dev, dtype),
+                  outcome=to(sub.outcome), ref_logp=None if sub.ref_logp is None else sub.ref_logp.to(dev, dtype),
+                  entropy=None if ent is None else ent[:B], ref_samples=ref_samples,
+                  prior_success=to(prior[0]), prior_trials=to(prior[1]), pef=to(sub.pef), max_len=T)
+    return ctx.recipe.loss(batch)
+
+
+def ppo_update(ctx: Context, exp: Experience) -> dict:
+    """ppo_epochs passes; minibatch m holds the groups with slot % M == m; accumulation over
+    micro-batches of optim.micro_groups groups, each loss scaled by world * count / total count."""
+    oc, dist = ctx.cfg.optim, ctx.dist
+    M, sums, n_opt = oc.num_minibatches, {}, 0
+    for _ in range(oc.ppo_epochs):
+        for m in range(M):
+            groups = [g for g in exp.slot.unique().tolist() if g % M == m]
+            size = oc.micro_groups or max(len(groups), 1)
+            micro = [groups[i:i + size] for i in range(0, len(groups), size)]
+            n_micro = int(all_reduce(len(micro), dist, "max"))
+            subs = [exp.select(torch.isin(exp.slot, torch.tensor(g))) for g in micro]
+            total = all_reduce(sum(loss_count(ctx, s) for s in subs), dist)
+            if total == 0:
+                continue
+            ctx.optimizer.zero_grad(set_to_none=True)
+            for i in range(n_micro):
+                sub, w = (subs[i], loss_count(ctx, subs[i]) / total) if i < len(subs) else (exp.select([0]), 0.0)
+                sync = i == n_micro - 1 or dist.world == 1
+                with ctx.ddp.no_sync() if not sync else contextlib.nullcontext():
+                    loss, diag = micro_loss(ctx, sub)
+                    (loss * (w * dist.world)).backward()
+                for k, v in diag.items():
+                    sums[k] = sums.get(k, 0.0) + w * v
+            if oc.grad_clip > 0:
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
+                    torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), oc.grad_clip))
+            ctx.optimizer.step()
+            n_opt += 1
+    return {k: (all_reduce(v, dist) if k != "grad_norm" else v) / max(n_opt, 1) for k, v in sums.items()}
+
+
+def rollout_metrics(exp: Experience, dist: Dist) -> dict:
+    """Reward, pass@1, unparsed/time-out shares, distinct correct answers per group, length."""
+    n = all_reduce(len(exp), dist)
+    correct = exp.rewards >= 1.0
+    distinct = sum(len(set(exp.outcome[(exp.slot == g) & correct].tolist())) for g in exp.slot.unique().tolist())
+    groups = all_reduce(len(exp.slot.unique()), dist)
+    s = lambda x: all_reduce(float(x), dist) / max(n, 1)  # noqa: E731
+    return {"reward": s(exp.rewards.sum()), "pass@1": s(correct.sum()),
+            "unparsed_frac": s(sum(st == "unparsed" for st in exp.status)),
+            "timeout_frac": s(sum(st == "timeout" for st in exp.status)),
+            "response_len": s(exp.mask.sum()), "distinct_correct": all_reduce(distinct, dist) / max(groups, 1),
+            "groups": groups}
+
+
+def gather_history(ctx: Context, exp: Experience) -> None:
+    """Add every process's rows to the per-prompt history (identical in all processes)."""
+    rows = [(exp.prompt_id.tolist(), (exp.rewards >= 1.0).tolist())]
+    if ctx.dist.world > 1:
+        rows = [None] * ctx.dist.world
+        torch.distributed.all_gather_object(rows, (exp.prompt_id.tolist(), (exp.rewards >= 1.0).tolist()))
+    for ids, succ in rows:
+        ctx.history.update(ids, succ)
+
+
+def trainer_state(ctx: Context) -> dict:
+    return {"history": ctx.history.state_dict(),
+            "refstore": ctx.refstore.state_dict() if ctx.refstore is not None else None,
+            "memory": ctx.memory.state_dict() if ctx.memory is not None else None}
+
+
+def resume(ctx: Context) -> None:
+    path = latest_checkpoint(ctx.cfg.run.out_dir)
+    if path is None:
+        raise ValueError(f"run.resume = true but {ctx.cfg.run.out_dir}/checkpoints has no checkpoint")
+    state = load_checkpoint(path, ctx.model, ctx.optimizer)
+    ctx.step = state["step"]
+    ctx.history.load_state_dict(state["history"])
+    if ctx.refstore is not None:
+        ctx.refstore.load_state_dict(state["refstore"])
+    if ctx.memory is not None:
+        ctx.memory.load_state_dict(state["memory"])
+
+
+def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
+    """Run cfg.run.steps training steps (continuing from the latest checkpoint with run.resume)."""
+    ctx = setup(cfg, task, model, tok)
+    main = ctx.dist.is_main
+    if main:
+        C.save(cfg, cfg.run.out_dir)
+    if cfg.run.resume:
+        resume(ctx)
+    log = MetricsLogger(cfg.run.out_dir, main, cfg.run.tensorboard, resume=cfg.run.resume)
+    log.truncate_after(ctx.step)
+    bar = None
+    if main and cfg.run.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.run.steps, initial=ctx.step, desc=f"rl {ctx.recipe.name}")
+    while ctx.step < cfg.run.steps:
+        t0 = time.perf_counter()
+        exp = rollout_step(ctx, ctx.step)                       # rollouts -> rewards, outcome ids
+        if ctx.ref_model is not None:
+            add_reference_logp(ctx, exp)
+        metrics = rollout_metrics(exp, ctx.dist)
+        metrics.update(ppo_update(ctx, exp))                    # recipe loss, PPO epochs
+        gather_history(ctx, exp)                                # counts *after* the loss used them
+        if ctx.memory is not None:
+            metrics["memory_loss"] = ctx.memory.update(exp.prompt_tokens, exp.tokens.to(ctx.dist.device),
+                                                       exp.mask.to(ctx.dist.device))
+        ctx.step += 1
+        metrics["time_s"] = time.perf_counter() - t0
+        log.log(ctx.step, metrics)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward", "pass@1", "distinct_correct", "loss")
+                             if k in metrics})
+        every = cfg.run.save_every
+        if main and ((every and ctx.step % every == 0) or ctx.step == cfg.run.steps):
+            save_checkpoint(cfg.run.out_dir, ctx.step, ctx.model, ctx.optimizer, trainer_state(ctx))
+    if main:
+        save_model(ctx.model, ctx.tok, f"{cfg.run.out_dir}/model")
+    barrier(ctx.dist)
+    if bar is not None:
+        bar.close()
+    log.close()
+    return ctx
+
+
+def main(argv=None) -> None:
+    cfg = C.parse(TrainConfig, argv, description=__doc__)
+    multi = int(os.environ.get("WORLD_SIZE", 1)) > 1
+    try:
+        train(cfg)
+    finally:
+        cleanup()
+    if multi:  # every file is written and the group destroyed: skip interpreter finalisation, where
+        sys.stdout.flush()  # gloo's worker threads can abort the process (SIGABRT, "terminate called
+        sys.stderr.flush()  # without an active exception") after a run that succeeded
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

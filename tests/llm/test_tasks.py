@@ -1,0 +1,117 @@
+"""Verifiers: correct, wrong, malformed and time-out cases for every task; data-file errors."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from llm.tasks import BanditTask, Countdown, MathTask, MultiSolution, Score, last_boxed, score
+from llm.tasks.multisolution import solutions
+
+
+class Slow:
+    """Wraps a task so that check() sleeps first: exercises the time limit of `score`."""
+
+    def __init__(self, task, seconds=2.0):
+        self.task, self.seconds = task, seconds
+
+    def check(self, prompt, response):
+        time.sleep(self.seconds)
+        return self.task.check(prompt, response)
+
+
+def _timeout_case(task, prompt, response):
+    t0 = time.perf_counter()
+    s = score(Slow(task), prompt, response, timeout_s=0.05)
+    assert s == Score(0.0, None, "timeout")
+    assert time.perf_counter() - t0 < 1.0  # the check was interrupted, not waited for
+    assert score(task, prompt, response, timeout_s=5.0).status == "correct"
+
+
+def test_multisolution():
+    task = MultiSolution(num_prompts=20, difficulty=3, seed=1)
+    p = next(q for q in task.prompts("all") if q.answer == (7, 4)) if any(
+        q.answer == (7, 4) for q in task.prompts("all")) else task.prompts("all")[0]
+    t, m = p.answer
+    good = task.correct_set(p)
+    # hand count: 3 digits <= m summing to t, brute force over 1000 strings
+    assert len(good) == sum(1 for i in range(1000) if sum(map(int, f"{i:03d}")) == t
+                            and max(map(int, f"{i:03d}")) <= m)
+    assert score(task, p, good[0]) == Score(1.0, good[0], "correct")
+    bad = next(f"{i:03d}" for i in range(1000) if f"{i:03d}" not in good)
+    assert score(task, p, bad) == Score(0.0, bad, "wrong")
+    for junk in ["12", "1234", "1a2", ""]:
+        assert score(task, p, junk).status == "unparsed"
+    _timeout_case(task, p, good[0])
+    assert solutions(4, 2, 2) == ["22"]  # digits <= 2 summing to 4
+
+
+def test_multisolution_split_and_answers():
+    task = MultiSolution(num_prompts=40, difficulty=2, test_fraction=0.25, seed=0)
+    train, test = task.prompts("train"), task.prompts("test")
+    assert len(test) == 10 and not {p.id for p in train} & {p.id for p in test}
+    rng = np.random.default_rng(0)
+    p = max(train, key=lambda q: len(task.correct_set(q)))
+    answers = task.answers(p, 2000, rng, wrong_share=0.25)
+    wrong = np.mean([a not in task.correct_set(p) for a in answers])
+    assert abs(wrong - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 2000)
+    with pytest.raises(ValueError, match="task.difficulty"):
+        MultiSolution(difficulty=9)
+    with pytest.raises(ValueError, match="task.num_prompts"):
+        MultiSolution(num_prompts=10_000)
+
+
+def test_countdown():
+    task = Countdown(num_prompts=4, difficulty=3, seed=0)
+    p = task.prompts("all")[0]
+    nums, target = p.answer
+    good = task.correct_set(p)
+    assert good and all(score(task, p, e).status == "correct" for e in good)
+    # commuted / re-associated forms share the canonical outcome
+    a, b, c = nums
+    assert task.check(p, f"{a}+{b}+{c}").outcome == task.check(p, f"{c}+({b}+{a})").outcome
+    assert task.check(p, f"{a}*{b}-{c}").outcome == task.check(p, f"{b}*{a}-{c}").outcome
+    assert task.check(p, f"{a}-{b}").status == "wrong"  # a number missing
+    assert task.check(p, f"{a}+{b}+{c}+{c}").status == "wrong"  # a number used twice
+    for junk in ["", "(((", f"{a}/0+{b}+{c}", "import os", "2**3", "x" * 70]:
+        assert score(task, p, junk).status == "unparsed"
+    _timeout_case(task, p, good[0])
+
+
+def test_math(tmp_path):
+    rows = [{"problem": "What is 1/2 + 1/4?", "answer": "\\frac{3}{4}"},
+            {"problem": "Solve x + 1 = 3.", "answer": "2"}]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    task = MathTask(path, test_fraction=0.5)
+    p = next(q for q in task.prompts("all") if q.answer == "\\frac{3}{4}")
+    s = score(task, p, "so the sum is \\boxed{0.75}.", timeout_s=10)
+    assert s.status == "correct" and s.reward == 1.0
+    assert score(task, p, "\\boxed{\\dfrac{3}{4}}", 10).outcome == s.outcome  # canonical answer
+    assert score(task, p, "\\boxed{1/3}", 10).status == "wrong"
+    assert score(task, p, "the answer is 3/4", 10).status == "unparsed"  # no box
+    assert score(task, p, "\\boxed{3/4", 10).status == "unparsed"  # unbalanced
+    _timeout_case(task, p, "\\boxed{3/4}")
+    assert last_boxed("a \\boxed{1} b \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+
+
+def test_math_bad_rows(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"problem": "p", "answer": "1"}) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2"):
+        MathTask(path)
+    path.write_text(json.dumps({"problem": "p", "answer": "1"}) + "\n" + json.dumps({"problem": "q"}))
+    with pytest.raises(ValueError, match=r"bad.jsonl: line 2: field 'answer'"):
+        MathTask(path)
+    with pytest.raises(ValueError, match="task.path"):
+        MathTask(tmp_path / "missing.jsonl")
+
+
+def test_bandit():
+    task = BanditTask(np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+    p = task.prompts("all")[0]
+    assert score(task, p, "2") == Score(1.0, "2", "correct")
+    assert score(task, p, "1") == Score(0.0, "1", "wrong")
+    assert score(task, p, "7").status == "unparsed" and score(task, p, "x").status == "unparsed"
+    _timeout_case(task, p, "0")
