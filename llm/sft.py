@@ -95,7 +95,7 @@ def sft(cfg: SFTConfig):
         opt.step()
         log.log(step + 1, {"sft_loss": float(loss.detach())})
         if cfg.run.progress:
-            steps.set_postfix(loss=f"{float(loss):.3f}")
+            steps.set_postfix(loss=f"{loss.item():.3f}")
     save_model(model, tok, f"{cfg.run.out_dir}/model")
     log.close()
     return model, tok

@@ -5,7 +5,14 @@ Public contract (ARCHITECTURE.md): group_advantages, divergence, aggregate, poli
 Recipe, RECIPES, Batch.
 """
 
-from .advantages import ADVANTAGES, GROUP_RELATIVE, STD_MODES, group_advantages, log_comb
+from .advantages import (
+    ADVANTAGES,
+    GROUP_RELATIVE,
+    STD_MODES,
+    group_advantages,
+    log_comb,
+    population_advantages,
+)
 from .batch import Batch, PromptHistory, RefSamples
 from .components import BBG, DPH, IPS, ISAC, Advantage, Entropy, KLPenalty, Memory, PolicySpec, ZeroSuccess
 from .divergences import (
@@ -31,7 +38,7 @@ from .shaping import (
 )
 
 __all__ = [
-    "ADVANTAGES", "GROUP_RELATIVE", "STD_MODES", "group_advantages", "log_comb",
+    "ADVANTAGES", "GROUP_RELATIVE", "STD_MODES", "group_advantages", "log_comb", "population_advantages",
     "Batch", "PromptHistory", "RefSamples",
     "Advantage", "PolicySpec", "IPS", "ISAC", "ZeroSuccess", "BBG", "KLPenalty", "DPH", "Entropy",
     "Memory",

@@ -24,7 +24,8 @@ from .groups import (
     within_group_rank,
 )
 
-__all__ = ["group_advantages", "ADVANTAGES", "GROUP_RELATIVE", "STD_MODES", "log_comb"]
+__all__ = ["group_advantages", "population_advantages", "ADVANTAGES", "GROUP_RELATIVE", "STD_MODES",
+           "log_comb"]
 
 STD_MODES = ("group", "batch", "none")
 
@@ -158,3 +159,44 @@ def group_advantages(rewards: Tensor, group: Tensor, kind: str = "grpo", std: st
                 f"2 samples; found a group of size {smallest}"
             )
     return ADVANTAGES[kind](rewards, inv, n, std=std, ddof=ddof, eps=eps, **kw)
+
+
+def population_advantages(x: Tensor, pi: Tensor, kind: str = "grpo", std: str = "group",
+                          eps: float = 1e-6, k: int = 4, baseline: float = 0.0,
+                          success: Tensor | None = None) -> Tensor:
+    """Advantage of every outcome at infinite group size (the flow limit of §1) -> [P, K].
+
+    x: (shaped) reward of each outcome [P, K]; pi: the sampling policy [P, K]; success: bool [P, K]
+    (passk). With m = E_pi x per prompt:
+        grpo          (x - m) / (sd_pi(x) + eps); std "batch" pools the P prompts; "none" drops it
+        dr_grpo, rloo x - m            (rloo's G/(G-1) factor -> 1)
+        reinforce     x - baseline
+        passk         P = pi . success, R = 1 - (1-P)^k, s = sqrt(R(1-R)):
+                      A_pos = (1-R)/(s+1e-6), A_neg = (1 - R - (1-P)^(k-1))/(s+1e-6)
+    A group whose empirical distribution equals pi gives these values exactly for grpo (ddof=0)
+    and dr_grpo (tests/objective/test_advantages.py).
+    """
+    if x.shape != pi.shape or x.dim() != 2:
+        raise ValueError(f"x and pi must both be [P, K]; got {tuple(x.shape)} and {tuple(pi.shape)}")
+    mean = (pi * x).sum(-1, keepdim=True)  # (P, 1)
+    if kind in ("dr_grpo", "rloo") or (kind == "grpo" and std == "none"):
+        return x - mean
+    if kind == "reinforce":
+        return x - baseline
+    if kind == "passk":
+        if success is None:
+            raise ValueError("passk population advantages need the success mask")
+        P = (pi * success).sum(-1, keepdim=True)
+        big_r = 1.0 - (1.0 - P) ** k
+        s = (big_r * (1.0 - big_r)).clamp_min(0.0).sqrt()
+        return torch.where(success, (1.0 - big_r) / (s + 1e-6), (1.0 - big_r - (1.0 - P) ** (k - 1)) / (s + 1e-6))
+    if kind != "grpo":
+        raise ValueError(f"population advantages are defined for grpo, dr_grpo, rloo, reinforce, passk; got {kind!r}")
+    if std == "group":
+        sd = (pi * (x - mean) ** 2).sum(-1, keepdim=True).sqrt()
+    elif std == "batch":  # pooled over the P prompts, each weighted 1/P
+        pooled = (pi * x).sum() / x.shape[0]
+        sd = ((pi * (x - pooled) ** 2).sum() / x.shape[0]).sqrt()
+    else:
+        raise ValueError(f"unknown std mode {std!r}; valid: {', '.join(STD_MODES)}")
+    return (x - mean) / (sd + eps)

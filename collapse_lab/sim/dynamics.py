@@ -28,7 +28,7 @@ import math
 import numpy as np
 import torch
 
-from ..objective import IPS, categorical_divergence_grad
+from ..objective import IPS, categorical_divergence_grad, divergence, population_advantages
 from . import kernels as kn
 from .spec import recipe_codes
 
@@ -49,8 +49,7 @@ def flow_grad(rec, z, problem, tp) -> np.ndarray:
     ref_lp = torch.log_softmax(torch.from_numpy(problem.logits[tp]), -1).numpy()
     x = r.copy()
     if rec.kl is not None and rec.kl.in_reward:
-        d = lp - ref_lp
-        x = x - rec.kl.beta * {"k1": d, "k2": 0.5 * d * d, "k3": np.expm1(-d) + d}[rec.kl.kind]
+        x = x - rec.kl.beta * divergence(torch.from_numpy(lp), torch.from_numpy(ref_lp), rec.kl.kind).numpy()
     for sh in rec.shapers:
         if isinstance(sh, IPS):
             x = x / np.maximum(pi, sh.eps) ** sh.alpha
@@ -74,26 +73,10 @@ def flow_grad(rec, z, problem, tp) -> np.ndarray:
 
 
 def _flow_advantage(a, x, pi, success):
-    """Infinite-group advantage A_y [Pt, K] of each outcome (module docstring)."""
-    mean = (pi * x).sum(1, keepdims=True)
-    if a.kind in ("dr_grpo", "rloo"):
-        return x - mean
-    if a.kind == "reinforce":
-        return x - a.baseline
-    if a.kind == "passk":
-        P = (pi * success).sum(1, keepdims=True)
-        big_r = 1.0 - (1.0 - P) ** a.k
-        s = np.sqrt(np.maximum(big_r * (1 - big_r), 0.0))
-        neg = (1.0 - big_r - (1.0 - P) ** (a.k - 1)) / (s + 1e-6)
-        return np.where(success, (1.0 - big_r) / (s + 1e-6), neg)
-    if a.std == "none":
-        return x - mean
-    if a.std == "group":
-        sd = np.sqrt((pi * (x - mean) ** 2).sum(1, keepdims=True))
-    else:
-        bm = (pi * x).sum() / len(x)
-        sd = np.sqrt((pi * (x - bm) ** 2).sum() / len(x))
-    return (x - mean) / (sd + a.eps)
+    """Infinite-group advantage A_y [Pt, K] of each outcome: the objective's population_advantages."""
+    adv = population_advantages(torch.from_numpy(x), torch.from_numpy(pi), a.kind, a.std, a.eps, a.k,
+                                a.baseline, torch.from_numpy(success))
+    return adv.numpy()
 
 
 def closed_form_ok(rec, problem, tp) -> bool:

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collapse_lab.objective import group_advantages
+from collapse_lab.objective import group_advantages, population_advantages
 
 f64 = torch.float64
 
@@ -192,3 +192,24 @@ def test_float32_supported():
     r = torch.tensor([1.0, 0.0, 0.0, 0.0])
     a = group_advantages(r, torch.zeros(4, dtype=torch.long))
     assert a.dtype == torch.float32 and a[0].item() == pytest.approx(1.5, rel=1e-5)
+
+
+def test_population_advantages_equal_a_group_with_the_same_distribution():
+    # a group of 8 with outcome counts (1, 3, 4) has empirical distribution pi = (1/8, 3/8, 1/2):
+    # its grpo (ddof = 0) and dr_grpo advantages are the population advantages of those outcomes
+    x = torch.tensor([[1.0, 0.3, 0.0]], dtype=f64)
+    pi = torch.tensor([[1 / 8, 3 / 8, 1 / 2]], dtype=f64)
+    outcomes = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2])
+    r, g = x[0, outcomes], torch.zeros(8, dtype=torch.long)
+    for kind, kw in (("grpo", {"ddof": 0}), ("dr_grpo", {})):
+        pop = population_advantages(x, pi, kind)[0, outcomes]
+        assert torch.allclose(group_advantages(r, g, kind, **kw), pop, atol=1e-14)
+    # rloo and passk approach theirs as G grows (factor G/(G-1); C(N_neg,k)/C(N,k) -> (1-P)^k)
+    big = outcomes.repeat(400)
+    rb, gb = x[0, big], torch.zeros(big.numel(), dtype=torch.long)
+    assert torch.allclose(group_advantages(rb, gb, "rloo"), population_advantages(x, pi, "rloo")[0, big], atol=1e-3)
+    succ = x > 0.5
+    pk = group_advantages((x[0, big] > 0.5).to(f64), gb, "passk", k=4)
+    assert torch.allclose(pk, population_advantages(x, pi, "passk", k=4, success=succ)[0, big], atol=5e-3)
+    with pytest.raises(ValueError, match="population advantages are defined"):
+        population_advantages(x, pi, "unlikeliness")
