@@ -34,6 +34,7 @@ import copy
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -180,9 +181,9 @@ def micro_loss(ctx: Context, sub: Experience):
     ref_samples = None
     if ref is not None:
         ref_samples = RefSamples(logp[B:], ref["ref_logp"].to(dev, dtype), ref["mask"].to(dev, dtype))
-    elif ctx.refstore is not None:  # no D_pef prompt here: one all-masked row, divergence term 0
-        zeros = logp.new_zeros(1, T)
-        ref_samples = RefSamples(zeros, zeros, zeros)
+    elif ctx.refstore is not None:  # no D_pef prompt here: an empty reference set, divergence term 0
+        empty = logp.new_zeros(0, T)
+        ref_samples = RefSamples(empty, empty, empty)
     prior = ctx.history.lookup(sub.prompt_id.tolist()) if ctx.recipe.needs_history else (None, None)
     to = lambda x: None if x is None else x.to(dev)  # noqa: E731
     batch = Batch(logp=logp[:B], rewards=sub.rewards.to(dev, dtype), group=to(sub.slot),
@@ -197,7 +198,7 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
     """ppo_epochs passes; minibatch m holds the groups with slot % M == m; accumulation over
     micro-batches of optim.micro_groups groups, each loss scaled by world * count / total count."""
     oc, dist = ctx.cfg.optim, ctx.dist
-    M, sums, n_opt = oc.num_minibatches, {}, 0
+    M, sums, n_opt, skipped, part = oc.num_minibatches, {}, 0, 0, {}
     for _ in range(oc.ppo_epochs):
         for m in range(M):
             groups = [g for g in exp.slot.unique().tolist() if g % M == m]
@@ -209,6 +210,7 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
             if total == 0:
                 continue
             ctx.optimizer.zero_grad(set_to_none=True)
+            part = {}
             for i in range(n_micro):
                 sub, w = (subs[i], loss_count(ctx, subs[i]) / total) if i < len(subs) else (exp.select([0]), 0.0)
                 sync = i == n_micro - 1 or dist.world == 1
@@ -216,13 +218,34 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
                     loss, diag = micro_loss(ctx, sub)
                     (loss * (w * dist.world)).backward()
                 for k, v in diag.items():
-                    sums[k] = sums.get(k, 0.0) + w * v
+                    part[k] = part.get(k, 0.0) + w * v
+            if not finite_update(ctx):  # NaN/inf loss or gradient on any process: skip, count, log
+                skipped += 1
+                ctx.optimizer.zero_grad(set_to_none=True)
+                continue
+            for k, v in part.items():
+                sums[k] = sums.get(k, 0.0) + v
             if oc.grad_clip > 0:
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
                     torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), oc.grad_clip))
             ctx.optimizer.step()
             n_opt += 1
-    return {k: (all_reduce(v, dist) if k != "grad_norm" else v) / max(n_opt, 1) for k, v in sums.items()}
+    if skipped and n_opt == 0:
+        raise FloatingPointError(f"step {ctx.step + 1}: every minibatch of recipe {ctx.recipe.name!r} had a "
+                                 f"non-finite loss or gradient ({skipped} skipped); last diagnostics: {part}")
+    out = {k: (all_reduce(v, dist) if k != "grad_norm" else v) / max(n_opt, 1) for k, v in sums.items()}
+    out["nonfinite_skips"] = float(skipped)
+    return out
+
+
+def finite_update(ctx: Context) -> bool:
+    """True when every gradient is finite on every process; a skipped minibatch is logged."""
+    bad = any(p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in ctx.model.parameters())
+    bad = all_reduce(float(bad), ctx.dist, "max") > 0
+    if bad:
+        warnings.warn(f"step {ctx.step + 1}: non-finite loss or gradient, minibatch skipped "
+                      "(counted in metrics as nonfinite_skips)", RuntimeWarning, stacklevel=2)
+    return not bad
 
 
 def rollout_metrics(exp: Experience, dist: Dist) -> dict:

@@ -81,8 +81,8 @@ class SimConfig:
         _positive_int("log_every", self.log_every, 1)
         _positive_int("group_size", self.group_size, 1)
         _positive_int("saturation_k", self.saturation_k, 1)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if not (0 < self.coverage_threshold < 1):
             raise ValueError(f"coverage_threshold must be in (0, 1), got {self.coverage_threshold}")
         if not (0 < self.saturation < 1):

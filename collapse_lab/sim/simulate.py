@@ -105,6 +105,9 @@ def _simulate(problem, cfg, seed):
             params.step(grads, softmax_np(z) if cfg.optimizer == "npg" else None)
             z = params.logits()
         if logged:
+            if not np.isfinite(z).all():
+                raise FloatingPointError(f"simulate: non-finite logits at step {step} (recipe {cfg.recipe!r}, "
+                                         f"lr={cfg.lr}, optimizer={cfg.optimizer!r}); lower lr")
             log.record(step, z, stats)
         if bar is not None:
             bar.update(1)

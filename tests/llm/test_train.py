@@ -67,3 +67,26 @@ def test_accumulation_equals_one_batch(sft_model, train_config, tmp_path, recipe
         params.append(torch.cat([p.detach().flatten() for p in train(cfg).model.parameters()]))
     assert (params[0] - init).abs().max() > 1e-4  # the steps moved the weights
     assert (params[0] - params[1]).abs().max() < 1e-9
+
+
+def test_nonfinite_loss_is_a_counted_skip_then_an_error(sft_model, train_config, tmp_path, monkeypatch):
+    """A NaN loss skips its minibatch (counted in metrics, warned); a step with nothing finite raises."""
+    import llm.train as T
+    real, calls = T.micro_loss, []
+
+    def flaky(ctx, sub):
+        loss, diag = real(ctx, sub)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 1 else loss), diag
+
+    monkeypatch.setattr(T, "micro_loss", flaky)
+    cfg = train_config(tmp_path / "a", sft_model, "grpo", steps=2, optim={"num_minibatches": 2})
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        train(cfg)
+    rows = read_metrics(tmp_path / "a")
+    assert [r["nonfinite_skips"] for r in rows] == [1.0, 0.0]
+    assert all(math.isfinite(r["loss"]) for r in rows)
+
+    monkeypatch.setattr(T, "micro_loss", lambda ctx, sub: (lambda l, d: (l * float("nan"), d))(*real(ctx, sub)))
+    with pytest.raises(FloatingPointError, match="every minibatch"), pytest.warns(RuntimeWarning):
+        train(train_config(tmp_path / "b", sft_model, "grpo", steps=1))

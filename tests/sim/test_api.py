@@ -121,3 +121,13 @@ def test_bench_quick_smoke():
 
     rep = bench.main(["--quick", "--no-subprocess", "--repeats", "1", "--steps", "5", "--torch-steps", "2"])
     assert rep["numba"]["rate"] > 0 and rep["torch"]["rate"] > 0 and rep["ratio"] > 0
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_divergence_is_a_clear_error(backend):
+    from collapse_lab.sim import SimConfig, bandit, simulate
+    prob = bandit([1e308, 0.0, 0.0], [0.2, 0.4, 0.4])  # finite rewards whose update overflows
+    cfg = SimConfig(recipe="reinforce", lr=10.0, steps=5, group_size=4, backend=backend)
+    with pytest.raises(FloatingPointError, match="non-finite logits at step"):
+        simulate(prob, cfg, seed=0)
