@@ -115,3 +115,16 @@ def test_bandit():
     assert score(task, p, "1") == Score(0.0, "1", "wrong")
     assert score(task, p, "7").status == "unparsed" and score(task, p, "x").status == "unparsed"
     _timeout_case(task, p, "0")
+
+
+def test_math_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")  # part of the [llm] extra, so CI has it
+    import pyarrow.parquet as pq
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"problem": ["What is 2 + 2?", "And 3 * 3?"], "answer": ["4", "9"]}), path)
+    task = MathTask(path, test_fraction=0.5)
+    p = next(q for q in task.prompts("all") if q.answer == "9")
+    assert score(task, p, "\\boxed{9}", 10).status == "correct"
+    pq.write_table(pa.table({"problem": ["a", "b"], "answer": ["1", None]}), path)
+    with pytest.raises(ValueError, match=r"m.parquet: row 2: field 'answer'"):
+        MathTask(path)
