@@ -78,7 +78,8 @@ def evaluate(model, tok, task, prompts, n: int, rcfg, seed: int = 0, timeout_s: 
     curve = pass_at_k_curve(np.full(len(c), n), np.array(c), ks)
     return {"n": n, "prompts": len(prompts), "pass_at_k": {str(k): float(v) for k, v in curve.items()},
             "distinct_correct": float(np.mean(distinct)), "correct_entropy": float(np.mean(entropy)),
-            "correct_counts": c, "status": {s: statuses[s] / max(sum(statuses.values()), 1) for s in statuses}}
+            "correct_counts": c, "distinct_per_prompt": distinct, "entropy_per_prompt": entropy,
+            "status": {s: statuses[s] / max(sum(statuses.values()), 1) for s in statuses}}
 
 
 def plot(result: dict, path) -> None:

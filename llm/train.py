@@ -112,6 +112,11 @@ def setup(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
     if recipe.needs_ref_samples:  # DPH: pre-sampling split with stored reference samples
         ctx.refstore = presample(ctx.engine, model, task, tok, task.prompts("train"), recipe.dph,
                                  cfg.rollout, cfg.run.seed, cfg.task.timeout_s)
+        if not ctx.refstore.samples:  # every prompt goes to D_exp: the run is plain RL (+ clip-higher)
+            warnings.warn(f"DPH pre-sampling: no training prompt was solved {recipe.dph.n_pre}/"
+                          f"{recipe.dph.n_pre} times, so D_pef is empty and the divergence term is 0; "
+                          "lower recipe overrides n_pre or start from a stronger model", RuntimeWarning,
+                          stacklevel=2)
     return ctx
 
 
@@ -292,7 +297,10 @@ def resume(ctx: Context) -> None:
 
 
 def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
-    """Run cfg.run.steps training steps (continuing from the latest checkpoint with run.resume)."""
+    """Run cfg.run.steps training steps (continuing from the latest checkpoint with run.resume).
+
+    A `model` passed in is trained in place (copy it first to keep the original); returns the Context.
+    """
     ctx = setup(cfg, task, model, tok)
     main = ctx.dist.is_main
     if main:
@@ -311,6 +319,8 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
         if ctx.ref_model is not None:
             add_reference_logp(ctx, exp)
         metrics = rollout_metrics(exp, ctx.dist)
+        if ctx.refstore is not None:
+            metrics["pef_prompts"] = float(len(ctx.refstore.samples))  # size of DPH's D_pef
         metrics.update(ppo_update(ctx, exp))                    # recipe loss, PPO epochs
         gather_history(ctx, exp)                                # counts *after* the loss used them
         if ctx.memory is not None:

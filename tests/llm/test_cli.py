@@ -34,6 +34,10 @@ def test_evaluate_cli(sft_model, tmp_path):
     assert curve[-1] == pytest.approx(sum(c > 0 for c in saved["correct_counts"]) / 4)  # pass@n
     assert curve[0] == pytest.approx(sum(saved["correct_counts"]) / 32)  # pass@1 = mean success
     assert Path(tmp_path, "eval.png").stat().st_size > 1000
+    per = saved["distinct_per_prompt"]  # per-prompt diversity: means match, distinct <= correct count
+    assert len(per) == 4 and sum(per) / 4 == pytest.approx(saved["distinct_correct"])
+    assert all(d <= c for d, c in zip(per, saved["correct_counts"]))
+    assert sum(saved["entropy_per_prompt"]) / 4 == pytest.approx(saved["correct_entropy"])
 
 
 def test_bench_cli(tmp_path):

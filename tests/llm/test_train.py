@@ -90,3 +90,11 @@ def test_nonfinite_loss_is_a_counted_skip_then_an_error(sft_model, train_config,
     monkeypatch.setattr(T, "micro_loss", lambda ctx, sub: (lambda l, d: (l * float("nan"), d))(*real(ctx, sub)))
     with pytest.raises(FloatingPointError, match="every minibatch"), pytest.warns(RuntimeWarning):
         train(train_config(tmp_path / "b", sft_model, "grpo", steps=1))
+
+
+def test_dph_with_empty_pef_warns_and_logs_its_size(sft_model, train_config, tmp_path):
+    # n_pre = 64 of a diverse base model: no prompt is solved every time, so D_pef is empty
+    cfg = train_config(tmp_path, sft_model, "dph_js", steps=1, recipe={"overrides": {"n_pre": 64}})
+    with pytest.warns(RuntimeWarning, match="D_pef is empty"):
+        train(cfg)
+    assert read_metrics(tmp_path)[0]["pef_prompts"] == 0.0
