@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from collapse_lab.metrics import distinct_correct
 from collapse_lab.objective import Batch, PromptHistory, RefSamples, dynamic_sampling_keep
 
 from . import config as C
@@ -257,7 +258,8 @@ def rollout_metrics(exp: Experience, dist: Dist) -> dict:
     """Reward, pass@1, unparsed/time-out shares, distinct correct answers per group, length."""
     n = all_reduce(len(exp), dist)
     correct = exp.rewards >= 1.0
-    distinct = sum(len(set(exp.outcome[(exp.slot == g) & correct].tolist())) for g in exp.slot.unique().tolist())
+    distinct = sum(distinct_correct(exp.outcome[exp.slot == g].numpy(), correct[exp.slot == g].numpy())
+                   for g in exp.slot.unique().tolist())
     groups = all_reduce(len(exp.slot.unique()), dist)
     s = lambda x: all_reduce(float(x), dist) / max(n, 1)  # noqa: E731
     return {"reward": s(exp.rewards.sum()), "pass@1": s(correct.sum()),
