@@ -310,7 +310,7 @@ def _phase2(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm):
                 if rewards[tp[j], y[r, j, b]] >= fp[THRESH]:
                     s += (G - n_succ[r, j]) ** fp[ISAC_ALPHA]
                     ns += 1.0
-    rows = max(nref, 1.0)  # an empty reference batch is one masked dummy row
+    rows = max(nref, 1.0)  # no reference rows: the DPH term is 0 (denominator guarded)
     norm[r, 0] = max(kept, 1.0) if ic[AGG] == 0 else (B * ic[TMAX] if ic[AGG] == 3 else B)
     norm[r, 1] = rows if ic[AGG] < 3 else rows * ic[TMAX]
     norm[r, 2] = np.nan

@@ -46,8 +46,8 @@ def _batch(rec, lp, problem, tp, y, r, ctx) -> Batch:
         if len(pr):
             pr_t, yr_t = torch.from_numpy(pr), torch.from_numpy(yr)
             refs = RefSamples(lp[pr_t, yr_t], ref_lp[pr_t, yr_t])
-        else:  # no D_pef prompt: one masked dummy row, the divergence term is 0
-            refs = RefSamples(lp[int(tp[0]), :1], ref_lp[int(tp[0]), :1], torch.zeros(1, dtype=lp.dtype))
+        else:  # no D_pef prompt: an empty reference set, the divergence term is 0
+            refs = RefSamples(lp.new_zeros(0), ref_lp.new_zeros(0))
     entropy = -(lp.exp() * lp).sum(-1)[pb]
     return Batch(logp=lp[pb, yb], rewards=R[pb, yb], group=pb, old_logp=old, outcome=yb,
                  ref_logp=ref_lp[pb, yb], entropy=entropy, ref_samples=refs,
