@@ -5,8 +5,11 @@ PIP ?= $(PYTHON) -m pip
 
 .PHONY: install test figures figures-quick bench lint
 
+# CONSTRAINTS pins every dependency to the versions CI passes with; `make install CONSTRAINTS=` resolves freely
+CONSTRAINTS ?= .ci/constraints.txt
+
 install:
-	$(PIP) install -q -e ".[dev,llm]"
+	$(PIP) install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[dev,llm,ray]"
 
 test: install
 	$(PYTHON) -m pytest tests

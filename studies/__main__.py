@@ -1,9 +1,12 @@
 """`python -m studies`: regenerate every figure of STUDIES.md into figures/.
 
     python -m studies                 all figures, full sweeps (make figures)
-    python -m studies --quick --check shrunken sweeps, exit 1 if any claim fails (CI)
+    python -m studies --quick --check shrunken sweeps, exit 1 if any check fails (CI)
     python -m studies --only NAME     one figure (repeatable)
     python -m studies --out DIR       write somewhere other than figures/
+
+A claim is a *check* of the lab (its failure is a bug) or a *verdict* on a paper's claim (reproduced or
+not: a result either way); --check fails on checks only. Each sidecar says which is which.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shrink every sweep (CI)")
     ap.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this figure")
-    ap.add_argument("--check", action="store_true", help="exit 1 if any figure's claim fails")
+    ap.add_argument("--check", action="store_true", help="exit 1 if any figure's check fails (verdicts never fail)")
     ap.add_argument("--out", type=Path, help="output folder (default figures/)")
     args = ap.parse_args(argv)
     available = discover()
@@ -51,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         ok = importlib.import_module(f"studies.{name}").main(quick=args.quick)
         failed += [] if ok else [name]
     print(f"{len(names)} figures in {time.perf_counter() - t0:.1f}s; "
-          f"{len(names) - len(failed)} passed, {len(failed)} failed")
+          f"checks passed in {len(names) - len(failed)}, failed in {len(failed)}")
     if failed:
-        print(f"claims failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"checks failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if (failed and args.check) else 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -87,9 +87,19 @@ def log_ticks(ax, ticks, axis: str = "x") -> None:
     getattr(ax, f"{axis}axis").set_minor_formatter(NullFormatter())
 
 
+KINDS = ("check", "verdict")
+
+
 @dataclass
 class Claim:
-    """One quantitative statement a figure supports, computed from its run."""
+    """One quantitative statement a figure supports, computed from its run.
+
+    `kind` is fixed in the script before the run: a "check" tests the lab itself (simulation against
+    theory, parity, a benchmark showing what it was built for) and its failure is a bug that fails
+    `--check`; a "verdict" tests a paper's claim and is a result either way (reproduced or not
+    reproduced), never a failure of the run. `assessed` is False when the run is too small to decide
+    (quick mode); the numbers are still recorded, with the test's `power` where it is known.
+    """
 
     name: str
     passed: bool
@@ -97,43 +107,82 @@ class Claim:
     target: float | None = None
     tolerance: float | None = None
     detail: str = ""
+    kind: str = "check"
+    assessed: bool = True
+    power: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        """'pass'/'fail' for a check; 'reproduced'/'not reproduced'/'not assessed' for a verdict."""
+        if self.kind == "check":
+            return "pass" if self.passed else "fail"
+        if not self.assessed:
+            return "not assessed"
+        return "reproduced" if self.passed else "not reproduced"
 
 
 def _f(x):
     return None if x is None else float(x)
 
 
-def close(name: str, value: float, target: float, tol: float, detail: str = "") -> Claim:
+def close(name: str, value: float, target: float, tol: float, detail: str = "", **kw) -> Claim:
     """|value - target| <= tol."""
     ok = math.isfinite(value) and abs(value - target) <= tol
-    return Claim(name, bool(ok), _f(value), _f(target), _f(tol), detail)
+    return Claim(name, bool(ok), _f(value), _f(target), _f(tol), detail, **kw)
 
 
-def holds(name: str, condition: bool, value: float | None = None, detail: str = "") -> Claim:
+def holds(name: str, condition: bool, value: float | None = None, detail: str = "", **kw) -> Claim:
     """A boolean statement (with the number it rests on, when there is one)."""
-    return Claim(name, bool(condition), _f(value), None, None, detail)
+    return Claim(name, bool(condition), _f(value), None, None, detail, **kw)
 
 
-def greater(name: str, value: float, than: float, margin: float = 0.0, detail: str = "") -> Claim:
+def greater(name: str, value: float, than: float, margin: float = 0.0, detail: str = "", **kw) -> Claim:
     """value > than + margin."""
-    return Claim(name, bool(value > than + margin), _f(value), _f(than), _f(margin), detail)
+    return Claim(name, bool(value > than + margin), _f(value), _f(than), _f(margin), detail, **kw)
 
 
-def finish(name: str, fig, claims: list[Claim], *, seed, config: dict, t0: float, quick: bool) -> bool:
-    """Save the figure (PNG + PDF) and its JSON sidecar; print and return the verdict."""
+def power_one_sided(effect: float, se: float, z: float = 2.0) -> float:
+    """Normal-approximation power of `mean > z * SE` when the true effect is `effect`: Phi(effect/SE - z)."""
+    if not (se > 0 and math.isfinite(se)):
+        return float("nan")
+    return 0.5 * math.erfc(-(effect / se - z) / math.sqrt(2.0))
+
+
+def finish(name: str, fig, claims: list[Claim], *, seed, config: dict, t0: float, quick: bool,
+           verdicts: tuple[str, ...] = ()) -> bool:
+    """Save the figure (PNG + PDF) and its JSON sidecar; print the verdicts; True when every check passed.
+
+    `verdicts` names the claims that are verdicts on a paper's claim (a module constant of the script,
+    fixed before the run); they are recorded, reproduced or not, and never make the return value False;
+    only a failed check (a bug in the lab) does.
+    """
+    unknown = sorted(set(verdicts) - {c.name for c in claims})
+    if unknown:
+        raise ValueError(f"verdicts = {unknown} is invalid; allowed: names of this figure's claims")
+    claims = [replace(c, kind="verdict") if c.name in verdicts else c for c in claims]
+    bad = [c.kind for c in claims if c.kind not in KINDS]
+    if bad:
+        raise ValueError(f"claim kind = {bad[0]!r} is invalid; allowed: {', '.join(KINDS)}")
     out = Path(os.environ.get("COLLAPSE_LAB_FIGURES", FIG_DIR))
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / f"{name}.png")
     fig.savefig(out / f"{name}.pdf")
     plt.close(fig)
-    ok = all(c.passed for c in claims)
+    checks = [c for c in claims if c.kind == "check"]
+    ok = all(c.passed for c in checks)
+    verdicts = {v: sum(c.verdict == v for c in claims if c.kind == "verdict")
+                for v in ("reproduced", "not reproduced", "not assessed")}
     wall = time.perf_counter() - t0
     write_json(out / f"{name}.json", {
-        "figure": name, "quick": quick, "all_claims_passed": ok,
-        "claims": [asdict(c) for c in claims],
+        "figure": name, "quick": quick, "all_checks_passed": ok,
+        "all_claims_passed": ok and all(c.passed for c in claims), "verdicts": verdicts,
+        "claims": [dict(asdict(c), verdict=c.verdict) for c in claims],
         "provenance": provenance(seed=seed, config=config, wall_time=round(wall, 2)),
     })
-    failed = [c.name for c in claims if not c.passed]
-    verdict = "PASS" if ok else f"FAIL ({', '.join(failed)})"
-    print(f"[{name}] {len(claims)} claims: {verdict}  ({wall:.1f}s)", flush=True)
+    failed = [c.name for c in checks if not c.passed]
+    line = f"checks {len(checks) - len(failed)}/{len(checks)} pass"
+    line += f" (FAILED: {', '.join(failed)})" if failed else ""
+    if len(checks) < len(claims):
+        line += "; verdicts: " + ", ".join(f"{n} {v}" for v, n in verdicts.items() if n)
+    print(f"[{name}] {line}  ({wall:.1f}s)", flush=True)
     return ok

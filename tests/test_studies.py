@@ -1,7 +1,8 @@
-"""The figure scripts: `python -m studies --quick --check` must pass every claim (STUDIES.md).
+"""The figure scripts: `python -m studies --quick --check` must pass every check (STUDIES.md).
 
 Runs in a subprocess with --out in a temporary folder, so the committed figures/ are untouched;
-each figure must leave a PNG, a PDF and a JSON sidecar whose claims all passed.
+each figure must leave a PNG, a PDF and a JSON sidecar whose checks all passed; verdicts on the papers'
+claims are recorded with a verdict whatever it is.
 """
 
 import json
@@ -25,8 +26,12 @@ def test_quick_check_passes(tmp_path):
         for ext in ("png", "pdf", "json"):
             assert (tmp_path / f"{name}.{ext}").stat().st_size > 0, f"{name}.{ext} missing"
         side = json.loads((tmp_path / f"{name}.json").read_text())
-        assert side["quick"] is True and side["all_claims_passed"] is True, name
-        assert side["claims"] and all(c["passed"] for c in side["claims"]), name
+        assert side["quick"] is True and side["all_checks_passed"] is True, name
+        checks = [c for c in side["claims"] if c["kind"] == "check"]
+        assert checks and all(c["passed"] for c in checks), name
+        for c in side["claims"]:
+            assert c["verdict"] in (("pass",) if c["kind"] == "check" else
+                                    ("reproduced", "not reproduced", "not assessed")), (name, c)
         assert side["provenance"]["seed"] is not None and side["provenance"]["wall_time_s"] is not None
 
 
@@ -34,3 +39,22 @@ def test_runner_lists_every_figure():
     from studies.__main__ import discover
 
     assert set(FIGURES) <= set(discover())
+
+
+def test_claim_kinds_and_verdicts(tmp_path, monkeypatch):
+    """A failed verdict is recorded as 'not reproduced' and does not fail the figure; a failed check does."""
+    import matplotlib.pyplot as plt
+
+    from studies._common import finish, greater, power_one_sided
+
+    monkeypatch.setenv("COLLAPSE_LAB_FIGURES", str(tmp_path))
+    verdict = greater("v", 0.1, 0.0, 0.5, kind="verdict")
+    assert finish("t1", plt.figure(), [greater("c", 1.0, 0.0), verdict], seed=0, config={}, t0=0.0, quick=True)
+    side = json.loads((tmp_path / "t1.json").read_text())
+    assert side["verdicts"] == {"reproduced": 0, "not reproduced": 1, "not assessed": 0}
+    assert side["all_checks_passed"] is True and side["all_claims_passed"] is False
+    assert not finish("t2", plt.figure(), [greater("c", -1.0, 0.0)], seed=0, config={}, t0=0.0, quick=True)
+    assert greater("v", 1.0, 0.0, kind="verdict", assessed=False).verdict == "not assessed"
+    # power of `mean > 2 SE`: exactly 1/2 when the effect is 2 SE; Phi(1) = 0.8413 when it is 3 SE
+    assert abs(power_one_sided(0.2, 0.1) - 0.5) < 1e-12
+    assert abs(power_one_sided(0.3, 0.1) - 0.841344746) < 1e-8
