@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from studies._scorecard import write as write_scorecard
+
 # the order of STUDIES.md; scripts not listed here run after these, alphabetically
 ORDER = ("logratio_dynamics", "ips_terminal", "sampling_bias", "semantic_coupling", "divergences",
          "overtraining", "fixes_leaderboard", "phase_diagram", "llm_collapse")
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         ok = importlib.import_module(f"studies.{name}").main(quick=args.quick)
         failed += [] if ok else [name]
+    root = Path(__file__).resolve().parent.parent
+    out = args.out.resolve() if args.out is not None else root / "figures"
+    # the scorecard of every sidecar in the folder; a full run into figures/ also refreshes the README's
+    write_scorecard(out, root / "README.md" if args.out is None and not args.quick else None)
     print(f"{len(names)} figures in {time.perf_counter() - t0:.1f}s; "
           f"checks passed in {len(names) - len(failed)}, failed in {len(failed)}")
     if failed:

@@ -110,6 +110,7 @@ class Claim:
     kind: str = "check"
     assessed: bool = True
     power: float | None = None
+    test: str = ""
 
     @property
     def verdict(self) -> str:
@@ -128,17 +129,18 @@ def _f(x):
 def close(name: str, value: float, target: float, tol: float, detail: str = "", **kw) -> Claim:
     """|value - target| <= tol."""
     ok = math.isfinite(value) and abs(value - target) <= tol
-    return Claim(name, bool(ok), _f(value), _f(target), _f(tol), detail, **kw)
+    return Claim(name, bool(ok), _f(value), _f(target), _f(tol), detail, test=f"|value - {target:g}| <= {tol:g}", **kw)
 
 
 def holds(name: str, condition: bool, value: float | None = None, detail: str = "", **kw) -> Claim:
     """A boolean statement (with the number it rests on, when there is one)."""
-    return Claim(name, bool(condition), _f(value), None, None, detail, **kw)
+    return Claim(name, bool(condition), _f(value), None, None, detail, test="condition holds", **kw)
 
 
 def greater(name: str, value: float, than: float, margin: float = 0.0, detail: str = "", **kw) -> Claim:
     """value > than + margin."""
-    return Claim(name, bool(value > than + margin), _f(value), _f(than), _f(margin), detail, **kw)
+    return Claim(name, bool(value > than + margin), _f(value), _f(than), _f(margin), detail,
+                 test=f"value > {than:.4g} + {margin:.4g}", **kw)
 
 
 def power_one_sided(effect: float, se: float, z: float = 2.0) -> float:

@@ -58,3 +58,25 @@ def test_claim_kinds_and_verdicts(tmp_path, monkeypatch):
     # power of `mean > 2 SE`: exactly 1/2 when the effect is 2 SE; Phi(1) = 0.8413 when it is 3 SE
     assert abs(power_one_sided(0.2, 0.1) - 0.5) < 1e-12
     assert abs(power_one_sided(0.3, 0.1) - 0.841344746) < 1e-8
+
+
+def test_scorecard_lists_every_claim(tmp_path):
+    """The scorecard has one row per verdict and one per figure's checks, with the sidecars' numbers."""
+    from studies._scorecard import END, START, write
+
+    claims = [dict(name="theory_match", kind="check", passed=True, value=1e-9, target=0.0, tolerance=1e-6,
+                   test="|value - 0| <= 1e-06", verdict="pass"),
+              dict(name="paper_a_claim", kind="verdict", passed=False, value=0.031, target=0.0, tolerance=0.05,
+                   test="value > 0 + 0.05", verdict="not reproduced", power=0.81),
+              dict(name="paper_b_claim", kind="verdict", passed=True, value=0.5, target=0.0, tolerance=0.1,
+                   test="value > 0 + 0.1", verdict="reproduced")]
+    (tmp_path / "fig.json").write_text(json.dumps({"figure": "fig", "quick": False, "claims": claims}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold table\n{END}\nrest\n")
+    table = write(tmp_path, readme)
+    assert "1 reproduced, 1 not reproduced, 0 not assessed" in table and "1 of 1 pass" in table
+    assert "| `fig` | paper_a_claim | not reproduced | 0.031 | value > 0 + 0.05 | 0.81 |" in table
+    assert "| `fig` | paper_b_claim | reproduced | 0.5 |" in table
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith(f"{END}\nrest\n")
+    assert (tmp_path / "SCORECARD.md").read_text().endswith(table)
