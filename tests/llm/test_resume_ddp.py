@@ -13,6 +13,7 @@ from llm import config as C
 from llm.checkpoint import latest_checkpoint, safe_load
 from llm.logger import read_metrics
 from llm.models import load_model
+from llm.tasks.base import STATUSES
 from llm.train import train
 
 
@@ -67,3 +68,6 @@ def test_ddp_two_processes_equal_one(sft_model, train_config, tmp_path, name):
     assert ha["trials"].sum() == 3 * 8 * 4  # every rollout of both processes is counted
     ra, rb = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "ddp")
     assert [r["pass@1"] for r in ra] == [r["pass@1"] for r in rb]  # the same samples were drawn
+    for s in STATUSES:  # status counts are summed over both processes
+        assert [r[f"status/{s}"] for r in ra] == [r[f"status/{s}"] for r in rb]
+    assert all(sum(r[f"status/{s}"] for s in STATUSES) == 8 * 4 for r in rb)
