@@ -161,6 +161,20 @@ def checkpoint_config(path) -> dict | None:
     return json.loads(file.read_text()) if file.exists() else None
 
 
+RESUME_FREE = frozenset({"run.out_dir", "run.progress", "run.tensorboard", "run.steps", "run.save_every",
+                         "run.resume", "run.threads", "run.device", "run.allow_config_change"})
+"""Fields that may change between a checkpoint and its resumption (they do not change the run)."""
+
+
+def config_changes(saved: dict, current: dict, free=RESUME_FREE) -> dict:
+    """{'section.field': (saved value, current value)} for the fields outside `free` that differ
+    between two nested config dicts (JSON layout); a field missing on one side is '<absent>'."""
+    old = {f"{sec}.{k}": v for sec, vals in saved.items() for k, v in vals.items()}
+    new = {f"{sec}.{k}": v for sec, vals in current.items() for k, v in vals.items()}
+    return {k: (old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(old.keys() | new.keys())
+            if k not in free and old.get(k, "<absent>") != new.get(k, "<absent>")}
+
+
 def load_checkpoint(path, model, optimizer=None) -> dict:
     """Load weights (and optimiser) in place, restore RNG states, return the trainer state dict."""
     path = Path(path)

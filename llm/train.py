@@ -28,11 +28,11 @@ How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 
    draw the same samples as one uninterrupted single-process run.
 8. Numerical safety: gradients are checked before, parameters after every `optimizer.step()` (one
    fused max-|x| per check, reduced over processes). A minibatch with a non-finite gradient is skipped
-   and counted; a parameter that is non-finite or whose square overflows float32
-   (|x| > sqrt(finfo.max)) after the step stops the run with an error naming optim.lr, before
+   and counted; a parameter that is non-finite or whose square overflows its dtype (at least float32:
+   |x| > sqrt(finfo.max)) after the step stops the run with an error naming optim.lr, before
    anything of that step is saved.
 9. Resume: each checkpoint stores the resolved config (config.json); resuming with a config that
-   differs in a field that changes the run (anything but RESUME_FREE) is an error listing the fields,
+   differs in a field that changes the run (anything but checkpoint.RESUME_FREE) is an error listing them,
    unless run.allow_config_change. config.toml is written only once the run is known to start.
 """
 
@@ -60,6 +60,7 @@ from collapse_lab.objective import Batch, PromptHistory, RefSamples, dynamic_sam
 from . import config as C
 from .checkpoint import (
     checkpoint_config,
+    config_changes,
     latest_checkpoint,
     load_checkpoint,
     replace_dir,
@@ -292,22 +293,32 @@ def finite_update(ctx: Context) -> bool:
     return not bad
 
 
-def check_parameters(ctx: Context) -> None:
-    """After optimizer.step(): every parameter finite with |x| <= overflow_limit(dtype), on every
-    process, else a ValueError naming optim.lr and the first bad parameter (nothing of this step saved)."""
-    named = [(n, p) for n, p in ctx.model.named_parameters()]
+def parameter_problem(named_parameters) -> str | None:
+    """None when every parameter is finite with |x| <= overflow_limit(dtype) (one fused check, one
+    sync), else a description of the first that is not."""
+    named = list(named_parameters)
     limits = torch.tensor([overflow_limit(p.dtype) for _, p in named], dtype=torch.float64)
     m = max_abs([p.detach() for _, p in named]).cpu()  # (N,)
-    ok = m <= limits  # False for NaN
-    bad = all_reduce(float(not bool(ok.all())), ctx.dist, "max") > 0
-    if not bad:
+    bad = (~(m <= limits)).nonzero()  # NaN compares False: bad
+    if not len(bad):
+        return None
+    i = int(bad[0, 0])
+    v = float(m[i])
+    wide = str(torch.promote_types(named[i][1].dtype, torch.float32)).removeprefix("torch.")
+    return f"parameter {named[i][0]} has max |x| = " + (
+        "non-finite" if not math.isfinite(v) else f"{v:.3g}, whose square overflows {wide}")
+
+
+def check_parameters(ctx: Context) -> None:
+    """After optimizer.step(): parameter_problem on every process, else a ValueError naming optim.lr
+    and the first bad parameter (nothing of this step is saved)."""
+    problem = parameter_problem(ctx.model.named_parameters())
+    if all_reduce(float(problem is not None), ctx.dist, "max") == 0:
         return
-    i = int((~ok).nonzero()[0, 0]) if not bool(ok.all()) else 0
-    what = "non-finite" if not math.isfinite(float(m[i])) else f"{float(m[i]):.3g}, whose square overflows float32"
     oc = ctx.cfg.optim
     raise ValueError(f"optim.lr = {oc.lr!r} is invalid; allowed: a smaller rate (step {ctx.step + 1}: after "
-                     f"{oc.optimizer}.step() parameter {named[i][0]} has max |x| = {what}; this step was "
-                     "not saved)")
+                     f"{oc.optimizer}.step() {problem or 'another process has a non-finite parameter'}; "
+                     "this step was not saved)")
 
 
 def check_outputs(ctx: Context, exp: Experience, start: int) -> None:
@@ -365,26 +376,6 @@ def trainer_state(ctx: Context) -> dict:
             "memory": ctx.memory.state_dict() if ctx.memory is not None else None}
 
 
-RESUME_FREE = frozenset({"run.out_dir", "run.progress", "run.tensorboard", "run.steps", "run.save_every",
-                         "run.resume", "run.threads", "run.device", "run.allow_config_change"})
-"""Fields that may change between a checkpoint and its resumption (they do not change the run)."""
-
-
-def flat_config(cfg) -> dict:
-    """{'section.field': value} of a config, JSON-normalised (tuples as lists) like config.json."""
-    return {f"{sec}.{k}": v for sec, vals in json.loads(json.dumps(C.to_dict(cfg))).items()
-            for k, v in vals.items()}
-
-
-def config_changes(saved: dict, cfg) -> dict:
-    """{'section.field': (checkpoint value, current value)} over the fields that change the run;
-    a field missing on one side has the value '<absent>'."""
-    old = {f"{sec}.{k}": v for sec, vals in saved.items() for k, v in vals.items()}
-    new = flat_config(cfg)
-    return {k: (old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(old.keys() | new.keys())
-            if k not in RESUME_FREE and old.get(k, "<absent>") != new.get(k, "<absent>")}
-
-
 def resume_point(cfg: TrainConfig) -> Path:
     """The checkpoint run.resume continues from, after checking its config against `cfg`: a change in a
     field outside RESUME_FREE is a ValueError listing the fields, a warning with run.allow_config_change."""
@@ -393,7 +384,8 @@ def resume_point(cfg: TrainConfig) -> Path:
         raise ValueError(f"run.resume = True is invalid; allowed: an out_dir holding a checkpoint "
                          f"({cfg.run.out_dir}/checkpoints has none)")
     saved = checkpoint_config(path)
-    changes = {"config.json": ("<absent>", "<present>")} if saved is None else config_changes(saved, cfg)
+    current = json.loads(json.dumps(C.to_dict(cfg)))
+    changes = {"config.json": ("<absent>", "<present>")} if saved is None else config_changes(saved, current)
     if changes:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
         if not cfg.run.allow_config_change:
