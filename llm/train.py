@@ -385,7 +385,8 @@ def resume_point(cfg: TrainConfig) -> Path:
                          f"({cfg.run.out_dir}/checkpoints has none)")
     saved = checkpoint_config(path)
     current = json.loads(json.dumps(C.to_dict(cfg)))
-    changes = {"config.json": ("<absent>", "<present>")} if saved is None else config_changes(saved, current)
+    changes = config_changes(saved, current) if saved is not None else {
+        "config.json": ("<missing: checkpoint written before configs were stored>", "<required>")}
     if changes:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
         if not cfg.run.allow_config_change:
