@@ -130,7 +130,9 @@ def save_checkpoint(out_dir, step: int, model, optimizer, state: dict, keep_last
         (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
     replace_dir(tmp, final)
     atomic_write_text(root / "latest", final.name)
-    for old in sorted(p for p in root.glob("step_*") if p.suffix not in (".tmp", ".old"))[:-keep_last]:
+    done = sorted(p for p in root.glob("step_*") if p.suffix not in (".tmp", ".old"))
+    stale = [p for p in root.glob("step_*") if p.suffix in (".tmp", ".old")]  # left by a crash
+    for old in done[:-keep_last] + stale:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -97,7 +97,8 @@ def test_crash_while_rewriting_leaves_a_whole_copy(bandit_config, tmp_path, monk
     model, _ = load_model(cfg.model, make_task(cfg.task))
     load_checkpoint(latest_checkpoint(tmp_path), model)
     assert torch.isfinite(model.table).all()
-    train(bandit_config(tmp_path, steps=3, run={"resume": True}))  # the run continues from it
-    assert latest_checkpoint(tmp_path).name == "step_00000003"
-    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    (tmp_path / "checkpoints" / "step_00000001.old").mkdir()  # stale copy of an earlier crash: removed
+    train(bandit_config(tmp_path, steps=4, run={"resume": True}))  # the run continues from it
+    assert latest_checkpoint(tmp_path).name == "step_00000004"
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4]
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".tmp", ".old"))]
