@@ -1,14 +1,22 @@
-"""Atomic checkpoints: model (safetensors), optimiser, RNG states, step and trainer state.
+"""Atomic, code-free checkpoints: model (safetensors), optimiser, RNG states, step, trainer state, config.
 
-Layout: `out_dir/checkpoints/step_00000010/{model.safetensors, optim.pt, state.pt}` and a
+Layout: `out_dir/checkpoints/step_00000010/{model.safetensors, optim.pt, state.pt, config.json}` and a
 `out_dir/checkpoints/latest` file naming the newest. A checkpoint is written into a `.tmp` directory
-that is renamed into place with `os.replace`, and `latest` is replaced the same way, so an
-interrupted write never leaves a readable half checkpoint.
+(files fsynced) that is renamed into place with `os.replace`, and `latest` is replaced the same way,
+so an interrupted write never leaves a readable half checkpoint.
+
+Nothing loaded can run code: `optim.pt` and `state.pt` hold only tensors and plain containers
+(dict, list, tuple, str, int, float, bool, None) and are read with `torch.load(weights_only=True)`;
+numpy arrays (RNG state, history counts) are stored as tensors. A file holding anything else (a pickle
+with a `__reduce__` payload) is refused with a ValueError before any of it is executed.
+`config.json` is the resolved run config, compared with the current one on resume (llm.train).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -18,16 +26,75 @@ import torch
 from safetensors.torch import load_model, save_model
 
 
+def _fsync(path) -> None:
+    """Flush a file (or directory) to disk; a no-op where the platform cannot open it for that."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write `text` to `path` via `path.tmp` + fsync + os.replace: a crash leaves the old or the new
+    file, never a truncated one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def replace_dir(tmp, final) -> None:
+    """Move the finished directory `tmp` to `final`. An existing `final` is first renamed to
+    `final.old` (deleted afterwards), so a crash leaves either copy on disk, never a mixed one."""
+    tmp, final = Path(tmp), Path(final)
+    for f in tmp.iterdir():
+        _fsync(f)
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def to_safe(obj):
+    """`obj` with numpy arrays as tensors and numpy scalars as Python numbers (weights_only-loadable)."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return type(obj)((k, to_safe(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_safe(v) for v in obj)
+    return obj
+
+
 def rng_state() -> dict:
-    """Python, numpy (global), torch CPU and CUDA RNG states."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
+    """Python, numpy (global MT19937, key as an int64 tensor), torch CPU and CUDA RNG states."""
+    key, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": {"name": key, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -46,8 +113,10 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def save_checkpoint(out_dir, step: int, model, optimizer, state: dict, keep_last: int = 2) -> Path:
-    """Write checkpoint `step` atomically; `state` holds any picklable trainer state."""
+def save_checkpoint(out_dir, step: int, model, optimizer, state: dict, keep_last: int = 2,
+                    config: dict | None = None) -> Path:
+    """Write checkpoint `step` atomically. `state`: trainer state of tensors, numpy arrays (stored as
+    tensors) and plain containers; `config`: the resolved run config (JSON)."""
     root = Path(out_dir, "checkpoints")
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
@@ -55,14 +124,15 @@ def save_checkpoint(out_dir, step: int, model, optimizer, state: dict, keep_last
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_model(_unwrap(model), str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optim.pt")
-    torch.save({"step": step, "rng": rng_state(), **state}, tmp / "state.pt")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    latest_tmp = root / "latest.tmp"
-    latest_tmp.write_text(final.name)
-    os.replace(latest_tmp, root / "latest")
-    for old in sorted(p for p in root.glob("step_*") if p.suffix != ".tmp")[:-keep_last]:
+    torch.save(to_safe(optimizer.state_dict()), tmp / "optim.pt")
+    torch.save(to_safe({"step": step, "rng": rng_state(), **state}), tmp / "state.pt")
+    if config is not None:
+        (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
+    replace_dir(tmp, final)
+    atomic_write_text(root / "latest", final.name)
+    done = sorted(p for p in root.glob("step_*") if p.suffix not in (".tmp", ".old"))
+    stale = [p for p in root.glob("step_*") if p.suffix in (".tmp", ".old")]  # left by a crash
+    for old in done[:-keep_last] + stale:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -76,15 +146,47 @@ def latest_checkpoint(out_dir) -> Path | None:
     return path if path.is_dir() else None
 
 
+def safe_load(file):
+    """torch.load(weights_only=True): tensors and plain containers only; anything else (objects whose
+    unpickling would run code) is refused with a ValueError naming the file."""
+    try:
+        return torch.load(file, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"checkpoint file {file} is invalid; allowed: tensors and plain containers only "
+                         f"(it holds other objects, whose loading could run code; refused: {first})") from None
+
+
+def checkpoint_config(path) -> dict | None:
+    """The resolved config saved with checkpoint `path` (None for checkpoints without config.json)."""
+    file = Path(path, "config.json")
+    return json.loads(file.read_text()) if file.exists() else None
+
+
+RESUME_FREE = frozenset({"run.out_dir", "run.progress", "run.tensorboard", "run.steps", "run.save_every",
+                         "run.resume", "run.threads", "run.device", "run.allow_config_change"})
+"""Fields that may change between a checkpoint and its resumption (they do not change the run)."""
+
+
+def config_changes(saved: dict, current: dict, free=RESUME_FREE) -> dict:
+    """{'section.field': (saved value, current value)} for the fields outside `free` that differ
+    between two nested config dicts (JSON layout); a field missing on one side is '<absent>'."""
+    old = {f"{sec}.{k}": v for sec, vals in saved.items() for k, v in vals.items()}
+    new = {f"{sec}.{k}": v for sec, vals in current.items() for k, v in vals.items()}
+    return {k: (old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(old.keys() | new.keys())
+            if k not in free and old.get(k, "<absent>") != new.get(k, "<absent>")}
+
+
 def load_checkpoint(path, model, optimizer=None) -> dict:
     """Load weights (and optimiser) in place, restore RNG states, return the trainer state dict."""
     path = Path(path)
+    state = safe_load(path / "state.pt")  # first: a refused file stops before anything is changed
+    optim = safe_load(path / "optim.pt") if optimizer is not None else None
     missing, unexpected = load_model(_unwrap(model), str(path / "model.safetensors"), strict=False)
     if unexpected or [m for m in missing if "rotary" not in m]:
         raise ValueError(f"checkpoint {path} does not match the model: missing {missing}, "
                          f"unexpected {unexpected}")
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optim.pt", weights_only=False))
-    state = torch.load(path / "state.pt", weights_only=False)
+        optimizer.load_state_dict(optim)
     set_rng_state(state["rng"])
     return state

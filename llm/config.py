@@ -186,6 +186,8 @@ class RunConfig:
     """auto (cuda if available), cpu or cuda."""
     threads: int = 0
     """CPU threads for torch (0: torch's default; 1 avoids oversubscription on shared machines)."""
+    allow_config_change: bool = False
+    """Let run.resume continue a checkpoint whose config differs in fields that change the run (warned)."""
 
     def validate(self, p: str = "run") -> None:
         _check(self.steps >= 0, f"{p}.steps", self.steps, ">= 0")

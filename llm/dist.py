@@ -63,6 +63,15 @@ def all_reduce(x: float, dist: Dist, op: str = "sum") -> float:
     return float(t)
 
 
+def all_reduce_many(xs, dist: Dist, op: str = "sum") -> list[float]:
+    """all_reduce of several floats in one collective (float64): [sum_or_max over processes of x_i]."""
+    if dist.world == 1:
+        return [float(x) for x in xs]
+    t = torch.tensor([float(x) for x in xs], dtype=torch.float64)
+    tdist.all_reduce(t, op=tdist.ReduceOp.SUM if op == "sum" else tdist.ReduceOp.MAX)
+    return t.tolist()
+
+
 def average_grads(params, dist: Dist) -> None:
     """Average .grad over processes in place (for models not wrapped in DDP, e.g. the memory LM)."""
     if dist.world == 1:

@@ -1,10 +1,15 @@
-"""Run logging: JSONL metrics (the simulator's diagnostic names), optional TensorBoard."""
+"""Run logging: JSONL metrics (the simulator's diagnostic names), optional TensorBoard.
+
+Lines are appended; the only rewrites (a fresh run's empty log, dropping lines after a resumed
+checkpoint) go through a temporary file and os.replace, so a crash never erases the log."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+
+from .checkpoint import atomic_write_text
 
 
 class MetricsLogger:
@@ -17,7 +22,7 @@ class MetricsLogger:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not resume:
-            self.path.write_text("")
+            atomic_write_text(self.path, "")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -37,15 +42,24 @@ class MetricsLogger:
                     self.tb.add_scalar(k, v, step)
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop lines logged after the checkpoint's step (they will be redone)."""
+        """On resume, drop lines logged after the checkpoint's step (they will be redone); the log is
+        rewritten atomically (temporary file + os.replace)."""
         if not self.enabled or not self.path.exists():
             return
-        lines = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        self.path.write_text("".join(ln + "\n" for ln in lines))
+        lines = [ln for ln in self.path.read_text().splitlines() if ln and _step_of(ln) <= step]
+        atomic_write_text(self.path, "".join(ln + "\n" for ln in lines))
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _step_of(line: str) -> float:
+    """The step of a log line; a line cut short by a crash mid-append counts as after every step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
 
 
 def read_metrics(out_dir) -> list[dict]:

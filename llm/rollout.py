@@ -12,6 +12,7 @@ process (the DDP run equals the single-process run).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,6 +81,24 @@ def gumbel_noise(generators, group_size: int, vocab: int, device) -> torch.Tenso
     return (-torch.log(-torch.log(u))).to(device)
 
 
+def cache_keyword(model) -> str:
+    """The KV-cache keyword of `model.forward` (and attribute of its output): 'cache' for
+    transformers >= 5.x causal LMs (whose 'past_key_values' is deprecated, removed in 5.40), else
+    'past_key_values' (BanditLM, older transformers)."""
+    forward = getattr(model, "module", model).forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def decode_step(model, input_ids, attention_mask, position_ids, cache=None):
+    """One forward with a KV cache: (last-position logits (B, V), the updated cache). `cache` None
+    starts a new one (prefill); the cache is passed under the keyword the model declares."""
+    key = cache_keyword(model)
+    kw = {key: cache} if cache is not None else {}
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                use_cache=True, **kw)
+    return out.logits[:, -1], getattr(out, key)
+
+
 class HFEngine:
     """Batched sampling from any HF-style causal LM with a KV cache (manual decode loop)."""
 
@@ -95,10 +114,9 @@ class HFEngine:
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         ids, attn, pos = pad_left(rows, self.tok.pad_id, device)
         B = len(rows)
-        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
+        logits, cache = decode_step(model, ids, attn, pos)
         if processor is not None:
             processor.begin(ids, attn, pos)
-        cache, logits = out.past_key_values, out.logits[:, -1]
         tokens, logps, masks = [], [], []
         alive = torch.ones(B, dtype=torch.bool, device=device)
         for _ in range(max_new_tokens):
@@ -117,11 +135,9 @@ class HFEngine:
             attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
             pos = pos[:, -1:] + 1
             step = tokens[-1][:, None]
-            out = model(input_ids=step, attention_mask=attn, position_ids=pos, past_key_values=cache,
-                        use_cache=True)
+            logits, cache = decode_step(model, step, attn, pos, cache)
             if processor is not None:
                 processor.advance(step, attn, pos)
-            cache, logits = out.past_key_values, out.logits[:, -1]
         return Rollouts(rows, torch.stack(tokens, 1), torch.stack(masks, 1), torch.stack(logps, 1))
 
 

@@ -20,22 +20,36 @@ How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 
    no reference model during training: a pre-sampling pass splits the training prompts into D_pef
    (solved n_pre / n_pre times; only the divergence on stored reference samples) and D_exp (RL loss).
 5. Rewards come from verifiers under a time limit; unparseable and timed-out responses get reward 0
-   and are counted. Outcomes are canonical answers hashed to ids (IPS, diversity metrics).
+   and are counted: every status of llm.tasks.base.STATUSES is logged per step as `status/<name>`
+   (summed over processes). Outcomes are canonical answers hashed to ids (IPS, diversity metrics).
 6. Dynamic sampling (DAPO) drops zero-variance groups and draws new prompts, at most
    recipe.max_resample extra rounds; it may end with fewer groups than prompts_per_step.
 7. Sampling noise is seeded per (run seed, step, round, prompt slot): a resumed run and a DDP run
    draw the same samples as one uninterrupted single-process run.
+8. Numerical safety: gradients are checked before, parameters after every `optimizer.step()` (one
+   fused max-|x| per check, reduced over processes). A minibatch with a non-finite gradient is skipped
+   and counted; a parameter that is non-finite or whose square overflows its dtype (at least float32:
+   |x| > sqrt(finfo.max)) after the step stops the run with an error naming optim.lr, before
+   anything of that step is saved.
+9. Resume: each checkpoint stores the resolved config (config.json); resuming with a config that
+   differs in a field that changes the run (anything but checkpoint.RESUME_FREE) is an error listing them,
+   unless run.allow_config_change. config.toml is written only once the run is known to start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,14 +58,23 @@ from collapse_lab.metrics import distinct_correct
 from collapse_lab.objective import Batch, PromptHistory, RefSamples, dynamic_sampling_keep
 
 from . import config as C
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything
-from .dist import Dist, all_reduce, barrier, cleanup, init_distributed, wrap_model
+from .checkpoint import (
+    checkpoint_config,
+    config_changes,
+    latest_checkpoint,
+    load_checkpoint,
+    replace_dir,
+    save_checkpoint,
+    seed_everything,
+)
+from .dist import Dist, all_reduce, all_reduce_many, barrier, cleanup, init_distributed, wrap_model
 from .experience import Experience, RefStore, collect, presample, sample_seed
 from .logger import MetricsLogger
 from .memory import MemorySampler, build_memory
 from .models import BanditLM, load_model, save_model
 from .rollout import make_engine, sequence_logp
 from .tasks import make_task
+from .tasks.base import STATUSES
 
 
 @dataclass
@@ -235,6 +258,7 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
                     torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), oc.grad_clip))
             ctx.optimizer.step()
+            check_parameters(ctx)
             n_opt += 1
     if skipped and n_opt == 0:
         raise FloatingPointError(f"step {ctx.step + 1}: every minibatch of recipe {ctx.recipe.name!r} had a "
@@ -244,14 +268,72 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
     return out
 
 
+def max_abs(tensors) -> torch.Tensor:
+    """(N,) float64 max |x| of each tensor, NaN where a tensor holds a NaN: one fused
+    torch._foreach_norm(ord=inf) pass, no host sync (the caller syncs once on the result)."""
+    norms = torch._foreach_norm(list(tensors), float("inf"))
+    return torch.stack([n.to(torch.float64) for n in norms])
+
+
+def overflow_limit(dtype: torch.dtype) -> float:
+    """sqrt(finfo.max) of `dtype` promoted to at least float32: the largest |x| whose square is finite
+    in the precision norms and softmax run in (half-precision models upcast to float32)."""
+    return math.sqrt(torch.finfo(torch.promote_types(dtype, torch.float32)).max)
+
+
 def finite_update(ctx: Context) -> bool:
-    """True when every gradient is finite on every process; a skipped minibatch is logged."""
-    bad = any(p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in ctx.model.parameters())
+    """True when every gradient is finite on every process (one fused check, one reduction);
+    a skipped minibatch is warned and counted."""
+    grads = [p.grad for p in ctx.model.parameters() if p.grad is not None]
+    bad = bool((~max_abs(grads).isfinite()).any()) if grads else False
     bad = all_reduce(float(bad), ctx.dist, "max") > 0
     if bad:
         warnings.warn(f"step {ctx.step + 1}: non-finite loss or gradient, minibatch skipped "
                       "(counted in metrics as nonfinite_skips)", RuntimeWarning, stacklevel=2)
     return not bad
+
+
+def parameter_problem(named_parameters) -> str | None:
+    """None when every parameter is finite with |x| <= overflow_limit(dtype) (one fused check, one
+    sync), else a description of the first that is not."""
+    named = list(named_parameters)
+    limits = torch.tensor([overflow_limit(p.dtype) for _, p in named], dtype=torch.float64)
+    m = max_abs([p.detach() for _, p in named]).cpu()  # (N,)
+    bad = (~(m <= limits)).nonzero()  # NaN compares False: bad
+    if not len(bad):
+        return None
+    i = int(bad[0, 0])
+    v = float(m[i])
+    wide = str(torch.promote_types(named[i][1].dtype, torch.float32)).removeprefix("torch.")
+    return f"parameter {named[i][0]} has max |x| = " + (
+        "non-finite" if not math.isfinite(v) else f"{v:.3g}, whose square overflows {wide}")
+
+
+def check_parameters(ctx: Context) -> None:
+    """After optimizer.step(): parameter_problem on every process, else a ValueError naming optim.lr
+    and the first bad parameter (nothing of this step is saved)."""
+    problem = parameter_problem(ctx.model.named_parameters())
+    if all_reduce(float(problem is not None), ctx.dist, "max") == 0:
+        return
+    oc = ctx.cfg.optim
+    raise ValueError(f"optim.lr = {oc.lr!r} is invalid; allowed: a smaller rate (step {ctx.step + 1}: after "
+                     f"{oc.optimizer}.step() {problem or 'another process has a non-finite parameter'}; "
+                     "this step was not saved)")
+
+
+def check_outputs(ctx: Context, exp: Experience, start: int) -> None:
+    """The rollout's sampling log-probs must be finite: a policy with finite parameters but non-finite
+    outputs was broken by the last update (optim.lr) or, before any update, by the model itself."""
+    bad = all_reduce(float(not bool(exp.old_logp.isfinite().all())), ctx.dist, "max") > 0
+    if not bad:
+        return
+    if ctx.step > start:
+        raise ValueError(f"optim.lr = {ctx.cfg.optim.lr!r} is invalid; allowed: a smaller rate (step "
+                         f"{ctx.step + 1}: the policy's sampling log-probs are non-finite after step "
+                         f"{ctx.step}'s update)")
+    raise ValueError(f"model.name = {ctx.cfg.model.name!r} is invalid; allowed: a model whose log-probs are "
+                     f"finite (step {ctx.step + 1}: non-finite sampling log-probs before any update; "
+                     f"model.dtype = {ctx.cfg.model.dtype!r})")
 
 
 def rollout_metrics(exp: Experience, dist: Dist) -> dict:
@@ -262,11 +344,20 @@ def rollout_metrics(exp: Experience, dist: Dist) -> dict:
                    for g in exp.slot.unique().tolist())
     groups = all_reduce(len(exp.slot.unique()), dist)
     s = lambda x: all_reduce(float(x), dist) / max(n, 1)  # noqa: E731
+    counts = dict(zip(STATUSES, all_reduce_many(status_counts(exp.status), dist)))
     return {"reward": s(exp.rewards.sum()), "pass@1": s(correct.sum()),
-            "unparsed_frac": s(sum(st == "unparsed" for st in exp.status)),
-            "timeout_frac": s(sum(st == "timeout" for st in exp.status)),
+            "unparsed_frac": counts["unparsed"] / max(n, 1), "timeout_frac": counts["timeout"] / max(n, 1),
+            **{f"status/{k}": v for k, v in counts.items()},
             "response_len": s(exp.mask.sum()), "distinct_correct": all_reduce(distinct, dist) / max(groups, 1),
             "groups": groups}
+
+
+def status_counts(statuses: list) -> list[int]:
+    """Rows per status, in the order of llm.tasks.base.STATUSES; a status outside it is a task bug."""
+    unknown = sorted(set(statuses) - set(STATUSES))
+    if unknown:
+        raise ValueError(f"reward status = {unknown[0]!r} is invalid; allowed: {', '.join(STATUSES)}")
+    return [sum(st == k for st in statuses) for k in STATUSES]
 
 
 def gather_history(ctx: Context, exp: Experience) -> None:
@@ -285,17 +376,61 @@ def trainer_state(ctx: Context) -> dict:
             "memory": ctx.memory.state_dict() if ctx.memory is not None else None}
 
 
-def resume(ctx: Context) -> None:
-    path = latest_checkpoint(ctx.cfg.run.out_dir)
+def resume_point(cfg: TrainConfig) -> Path:
+    """The checkpoint run.resume continues from, after checking its config against `cfg`: a change in a
+    field outside RESUME_FREE is a ValueError listing the fields, a warning with run.allow_config_change."""
+    path = latest_checkpoint(cfg.run.out_dir)
     if path is None:
-        raise ValueError(f"run.resume = true but {ctx.cfg.run.out_dir}/checkpoints has no checkpoint")
-    state = load_checkpoint(path, ctx.model, ctx.optimizer)
-    ctx.step = state["step"]
+        raise ValueError(f"run.resume = True is invalid; allowed: an out_dir holding a checkpoint "
+                         f"({cfg.run.out_dir}/checkpoints has none)")
+    saved = checkpoint_config(path)
+    current = json.loads(json.dumps(C.to_dict(cfg)))
+    changes = config_changes(saved, current) if saved is not None else {
+        "config.json": ("<missing: checkpoint written before configs were stored>", "<required>")}
+    if changes:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        if not cfg.run.allow_config_change:
+            raise ValueError(f"run.resume = True is invalid with this config; allowed: the config of checkpoint "
+                             f"{path} or run.allow_config_change = true. Changed (checkpoint -> now): {listed}")
+        warnings.warn(f"run.allow_config_change = true: resuming {path} with a changed config "
+                      f"(checkpoint -> now): {listed}", RuntimeWarning, stacklevel=2)
+    return path
+
+
+def resume(ctx: Context, path: Path) -> None:
+    """Load checkpoint `path`: weights, optimiser (unless the optimiser type changed), RNG, history,
+    DPH store and memory. The current config's optimiser hyperparameters (lr, weight decay) win."""
+    saved = checkpoint_config(path) or {}
+    same_opt = saved.get("optim", {}).get("optimizer") == ctx.cfg.optim.optimizer
+    if not same_opt:
+        warnings.warn(f"optim.optimizer changed to {ctx.cfg.optim.optimizer!r}: its state starts fresh",
+                      RuntimeWarning, stacklevel=2)
+    state = load_checkpoint(path, ctx.model, ctx.optimizer if same_opt else None)
+    for group in ctx.optimizer.param_groups:  # a no-op unless run.allow_config_change let them change
+        group.update({k: v for k, v in ctx.optimizer.defaults.items() if k in group})
+    ctx.step = int(state["step"])
     ctx.history.load_state_dict(state["history"])
-    if ctx.refstore is not None:
-        ctx.refstore.load_state_dict(state["refstore"])
-    if ctx.memory is not None:
-        ctx.memory.load_state_dict(state["memory"])
+    for name, part in (("refstore", ctx.refstore), ("memory", ctx.memory)):
+        if part is not None and state.get(name) is not None:
+            part.load_state_dict(state[name])
+        elif part is not None:
+            warnings.warn(f"checkpoint {path} has no {name} state: it starts fresh", RuntimeWarning, stacklevel=2)
+
+
+def save_config(cfg: TrainConfig) -> None:
+    """config.toml in out_dir, written atomically (C.save into a temporary directory, then os.replace)."""
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".config.") as tmp:
+        os.replace(C.save(cfg, tmp), out / "config.toml")
+
+
+def save_final_model(ctx: Context) -> None:
+    """out_dir/model written into model.tmp, then moved into place (llm.checkpoint.replace_dir)."""
+    out = Path(ctx.cfg.run.out_dir)
+    shutil.rmtree(out / "model.tmp", ignore_errors=True)
+    save_model(ctx.model, ctx.tok, out / "model.tmp")
+    replace_dir(out / "model.tmp", out / "model")
 
 
 def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
@@ -303,21 +438,23 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
 
     A `model` passed in is trained in place (copy it first to keep the original); returns the Context.
     """
+    ckpt = resume_point(cfg) if cfg.run.resume else None  # config checked before any work
     ctx = setup(cfg, task, model, tok)
     main = ctx.dist.is_main
-    if main:
-        C.save(cfg, cfg.run.out_dir)
-    if cfg.run.resume:
-        resume(ctx)
+    if ckpt is not None:
+        resume(ctx, ckpt)
+    if main:  # the run is known to start
+        save_config(cfg)
     log = MetricsLogger(cfg.run.out_dir, main, cfg.run.tensorboard, resume=cfg.run.resume)
     log.truncate_after(ctx.step)
-    bar = None
+    start, bar = ctx.step, None
     if main and cfg.run.progress:
         from tqdm import tqdm
         bar = tqdm(total=cfg.run.steps, initial=ctx.step, desc=f"rl {ctx.recipe.name}")
     while ctx.step < cfg.run.steps:
         t0 = time.perf_counter()
         exp = rollout_step(ctx, ctx.step)                       # rollouts -> rewards, outcome ids
+        check_outputs(ctx, exp, start)
         if ctx.ref_model is not None:
             add_reference_logp(ctx, exp)
         metrics = rollout_metrics(exp, ctx.dist)
@@ -337,9 +474,10 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
                              if k in metrics})
         every = cfg.run.save_every
         if main and ((every and ctx.step % every == 0) or ctx.step == cfg.run.steps):
-            save_checkpoint(cfg.run.out_dir, ctx.step, ctx.model, ctx.optimizer, trainer_state(ctx))
+            save_checkpoint(cfg.run.out_dir, ctx.step, ctx.model, ctx.optimizer, trainer_state(ctx),
+                            config=C.to_dict(cfg))
     if main:
-        save_model(ctx.model, ctx.tok, f"{cfg.run.out_dir}/model")
+        save_final_model(ctx)
     barrier(ctx.dist)
     if bar is not None:
         bar.close()

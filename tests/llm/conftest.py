@@ -44,3 +44,24 @@ def sft_model(tmp_path_factory):
     C.validate(cfg)
     sft(cfg)
     return str(out / "model")
+
+
+def make_bandit_config(out_dir, name="grpo", steps=2, **sections):
+    """A fast TrainConfig on the bandit task with BanditLM (8 prompts x 6 outcomes, SGD, G = 8)."""
+    from llm.train import TrainConfig
+    data = {"model": {"name": "bandit", "dtype": "float64"},
+            "task": {"name": "bandit", "num_prompts": 8, "num_outcomes": 6},
+            "rollout": {"group_size": 8, "prompts_per_step": 4, "max_new_tokens": 1},
+            "recipe": {"name": name}, "optim": {"optimizer": "sgd", "lr": 0.5},
+            "run": {"out_dir": str(out_dir), "steps": steps, "progress": False, "threads": 1}}
+    for sec, values in sections.items():
+        data.setdefault(sec, {}).update(values)
+    cfg = C.from_dict(TrainConfig, data)
+    C.validate(cfg)
+    return cfg
+
+
+@pytest.fixture
+def bandit_config():
+    """The factory make_bandit_config(out_dir, recipe name, steps, **sections)."""
+    return make_bandit_config

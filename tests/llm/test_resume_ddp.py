@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from llm import config as C
-from llm.checkpoint import latest_checkpoint
+from llm.checkpoint import latest_checkpoint, safe_load
 from llm.logger import read_metrics
 from llm.models import load_model
+from llm.tasks.base import STATUSES
 from llm.train import train
 
 
@@ -61,9 +62,12 @@ def test_ddp_two_processes_equal_one(sft_model, train_config, tmp_path, name):
     a, b = _weights(tmp_path / "single" / "model"), _weights(tmp_path / "ddp" / "model")
     assert (a - _weights(sft_model)).abs().max() > 1e-4
     assert (a - b).abs().max() < 1e-6
-    ha, hb = (torch.load(latest_checkpoint(tmp_path / d) / "state.pt", weights_only=False)["history"]
+    ha, hb = (safe_load(latest_checkpoint(tmp_path / d) / "state.pt")["history"]
               for d in ("single", "ddp"))
     assert (ha["trials"] == hb["trials"]).all() and (ha["success"] == hb["success"]).all()
     assert ha["trials"].sum() == 3 * 8 * 4  # every rollout of both processes is counted
     ra, rb = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "ddp")
     assert [r["pass@1"] for r in ra] == [r["pass@1"] for r in rb]  # the same samples were drawn
+    for s in STATUSES:  # status counts are summed over both processes
+        assert [r[f"status/{s}"] for r in ra] == [r[f"status/{s}"] for r in rb]
+    assert all(sum(r[f"status/{s}"] for s in STATUSES) == 8 * 4 for r in rb)

@@ -77,3 +77,31 @@ def test_presets_sizes():
     vocab = CharTokenizer().vocab_size
     sizes = {p: num_params(tiny_llama(vocab, p)) for p in PRESETS}
     assert 2e5 < sizes["tiny"] < 1e6 and 1e6 < sizes["small"] < 5e6
+
+
+def test_decode_uses_the_cache_keyword_without_deprecation_warning(monkeypatch):
+    """transformers 5.x renamed past_key_values -> cache (the old name warns, removed in 5.40): the
+    engine passes the keyword the model declares, so no warning; the cached decode equals a full
+    forward (test above) and BanditLM (past_key_values) still works."""
+    import transformers.utils.generic as gen
+
+    from llm.rollout import cache_keyword, decode_step
+    seen = []
+    monkeypatch.setattr(gen.logger, "warning_once", lambda msg, *a, **k: seen.append(str(msg)))
+    model, tok = _model()
+    assert cache_keyword(model) == "cache"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the FutureWarning of @deprecate_kwarg would raise here
+        HFEngine(model, tok).generate([encode_prompt(tok, "12:4=")], 2, [1], 4)
+    assert not [m for m in seen if "deprecated" in m]
+    ids = torch.tensor([encode_prompt(tok, "1:2=")])
+    _, cache = decode_step(model, ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None])
+    with warnings.catch_warnings(record=True) as caught:  # control: the old keyword does warn
+        warnings.simplefilter("always")
+        model(input_ids=ids[:, -1:], past_key_values=cache, use_cache=True)
+    assert [w for w in caught if "past_key_values" in str(w.message)]
+    bandit = BanditLM(3, 4)
+    assert cache_keyword(bandit) == "past_key_values"
+    ro = HFEngine(bandit, BanditTokenizer(4)).generate([[0], [2]], 3, [5, 6], 1)
+    assert ro.tokens.shape == (6, 1)

@@ -98,3 +98,20 @@ def test_dph_with_empty_pef_warns_and_logs_its_size(sft_model, train_config, tmp
     with pytest.warns(RuntimeWarning, match="D_pef is empty"):
         train(cfg)
     assert read_metrics(tmp_path)[0]["pef_prompts"] == 0.0
+
+
+def test_identical_across_runs_and_thread_counts(sft_model, train_config, tmp_path):
+    """The same config gives bit-identical weights and metrics, run again and with 2 torch threads."""
+    from llm.checkpoint import latest_checkpoint
+    weights, metrics = [], []
+    try:
+        for i, threads in enumerate((1, 1, 2)):
+            cfg = train_config(tmp_path / str(i), sft_model, "grpo", steps=2, run={"threads": threads})
+            ctx = train(cfg)
+            weights.append(torch.cat([p.detach().flatten() for p in ctx.model.parameters()]))
+            metrics.append([{k: v for k, v in r.items() if k != "time_s"} for r in read_metrics(tmp_path / str(i))])
+            assert latest_checkpoint(tmp_path / str(i)).name == "step_00000002"
+    finally:
+        torch.set_num_threads(1)
+    assert torch.equal(weights[0], weights[1]) and torch.equal(weights[0], weights[2])
+    assert metrics[0] == metrics[1] == metrics[2]
