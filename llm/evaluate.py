@@ -109,11 +109,11 @@ def main(argv=None) -> dict:
                       cfg.task.timeout_s, cfg.eval.prompts_per_batch)
     out = Path(cfg.run.out_dir)
     C.save(cfg, out)
-    (out / "eval.json").write_text(json.dumps(result, indent=1))
+    C.write_atomic(out / "eval.json", json.dumps(result, indent=1))
     plot(result, out / "eval.png")
     print(json.dumps({k: result[k] for k in ("pass_at_k", "distinct_correct", "correct_entropy")}))
     return result
 
 
 if __name__ == "__main__":
-    main()
+    C.run_cli(main)

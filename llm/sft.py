@@ -21,7 +21,7 @@ from . import config as C
 from .checkpoint import seed_everything
 from .dist import pick_device
 from .logger import MetricsLogger
-from .models import load_model, save_model
+from .models import all_finite, load_model, save_model
 from .rollout import encode_prompt, sequence_logp
 from .tasks import make_task
 
@@ -93,6 +93,10 @@ def sft(cfg: SFTConfig):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if not all_finite(model.parameters()):  # one reduction, one sync per step
+            raise ValueError(f"sft.lr = {cfg.sft.lr!r} is invalid; allowed: a smaller learning rate "
+                             f"(parameters became non-finite after optimizer step {step + 1}; "
+                             "nothing was saved)")
         log.log(step + 1, {"sft_loss": float(loss.detach())})
         if cfg.run.progress:
             steps.set_postfix(loss=f"{loss.item():.3f}")
@@ -106,4 +110,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    C.run_cli(main)
