@@ -321,11 +321,21 @@ def read_toml(path, name: str = "config") -> dict:
         raise ValueError(f"{name} = {str(path)!r} is invalid; allowed: {allowed} ({e.strerror})") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error raised as one ValueError line instead of usage text + exit."""
+
+    argv: list | None = None
+
+    def error(self, message):
+        argv = sys.argv[1:] if self.argv is None else self.argv
+        raise ValueError(f"command line = {' '.join(argv)!r} is invalid; allowed: the flags of --help "
+                         f"({message})")
+
+
 def build_parser(cls, description: str = "") -> argparse.ArgumentParser:
     """The argparse parser of command config `cls`; each flag's help ends with the default that
     the command uses (`cls()`'s value, which may differ from the section class default)."""
-    ap = argparse.ArgumentParser(description=description,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="TOML file with [section] tables")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     ap.add_argument("--debug", action="store_true",
@@ -344,7 +354,9 @@ def build_parser(cls, description: str = "") -> argparse.ArgumentParser:
 
 def parse(cls, argv=None, description: str = ""):
     """Resolve `cls` from `--config FILE` and `--section.field value` flags (flags win); validate."""
-    args = vars(build_parser(cls, description).parse_args(argv))
+    ap = build_parser(cls, description)
+    ap.argv = None if argv is None else list(argv)
+    args = vars(ap.parse_args(argv))
     args.pop("debug")
     data: dict = {}
     config_path = args.pop("config")

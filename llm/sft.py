@@ -92,11 +92,17 @@ def sft(cfg: SFTConfig):
         loss = -logp.sum() / mask.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        if not all_finite(model.parameters()):  # one reduction, one sync per step
+        try:
+            opt.step()
+            finite = all_finite(model.parameters())  # one reduction, one sync per step
+        except RuntimeError as e:  # torch: "value cannot be converted to type float without overflow"
+            if "overflow" not in str(e):
+                raise
+            finite = False
+        if not finite:
             raise ValueError(f"sft.lr = {cfg.sft.lr!r} is invalid; allowed: a smaller learning rate "
-                             f"(parameters became non-finite after optimizer step {step + 1}; "
-                             "nothing was saved)")
+                             f"(parameters became non-finite at optimizer step {step + 1}; "
+                             "no model was saved)")
         log.log(step + 1, {"sft_loss": float(loss.detach())})
         if cfg.run.progress:
             steps.set_postfix(loss=f"{loss.item():.3f}")

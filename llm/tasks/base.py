@@ -6,7 +6,8 @@ bad response: unparseable output gets reward 0 with status "unparsed", a check p
 gets reward 0 with status "timeout", and any other failure while checking (an exception of the
 verifier: parse error, overflow, recursion, memory; or a malformed Score) gets reward 0 with status
 "error". The trainer counts every status of STATUSES per step. The outcome string is the canonical
-final answer (equal answers share it); the trainer maps it to the integer ids that IPS and the diversity metrics need.
+final answer (equal answers share it); the trainer maps it to the integer ids that IPS and the
+diversity metrics need.
 Synthetic tasks also give `answers(prompt, n, rng, wrong_share)` (SFT data) and `correct_set(prompt)`.
 """
 
