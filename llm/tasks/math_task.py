@@ -53,6 +53,7 @@ MAX_DEPTH = 24  # bracket nesting of a box
 MAX_LITERAL_DIGITS = 40  # digits of one number literal
 MAX_DIGITS = 1e5  # bound on the digits of any number an answer denotes (`magnitude`)
 MAX_NESTING = 64  # JSON nesting of a data row
+MAX_SYMBOLIC_POWER = 64  # largest exponent of a compound symbolic base such as (x+1)
 
 
 def _depth(text: str) -> int:
@@ -78,7 +79,8 @@ def _number_size(e) -> tuple[float, float]:
 def magnitude(e) -> float:
     """Upper bound on log10 of the size (digits of numerator / denominator) of the numbers that
     evaluating sympy expression `e` can produce; symbols count as size 1. Rules: a number its own
-    size; a^b -> size(a) * |b| (|b| bounded by 10^size(b) unless b is a number); n! and binomial(n, k)
+    size; a^b -> size(a) * |b| (|b| bounded by 10^size(b) unless b is a number; inf when a compound
+symbolic base has |b| > 64, since simplifying (x+1)^b expands b terms); n! and binomial(n, k)
     -> n log10 n; a sum / product over k in [lo, hi] -> (hi - lo + 1) * size(term); any other node ->
     sum of its arguments' sizes + 1. math.inf when a bound exceeds 10^6."""
     import sympy
@@ -89,6 +91,8 @@ def magnitude(e) -> float:
     if isinstance(e, sympy.Pow):
         b, x = e.args
         xv = _number_size(x)[1] if x.is_Number else 10.0 ** min(magnitude(x), 400)
+        if xv > MAX_SYMBOLIC_POWER and not b.is_Atom and b.free_symbols:  # expanding (x+1)^n: n terms
+            return math.inf
         return magnitude(b) * max(1.0, xv) + 1
     if isinstance(e, (sympy.factorial, sympy.factorial2, sympy.subfactorial, sympy.binomial, sympy.gamma)):
         n = e.args[0]
