@@ -266,6 +266,8 @@ def _coerce(value, typ, name: str):
         except tomllib.TOMLDecodeError:
             if typ is bool and value.lower() in ("true", "false"):
                 value = value.lower() == "true"
+        except RecursionError:
+            _check(False, name, value[:40] + "...", "a TOML value nested less deeply")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
@@ -317,6 +319,8 @@ def read_toml(path, name: str = "config") -> dict:
                          "not UTF-8)") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{name} = {str(path)!r} is invalid; allowed: {allowed} ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{name} = {str(path)!r} is invalid; allowed: {allowed} (nested too deeply)") from None
     except OSError as e:
         raise ValueError(f"{name} = {str(path)!r} is invalid; allowed: {allowed} ({e.strerror})") from None
 

@@ -118,9 +118,9 @@ def tiny_llama(vocab_size: int, preset: str = "tiny", hidden_size: int = 0, num_
                max_positions: int = 256, dtype=torch.float32, field: str = "model.name"):
     """A freshly initialised Llama-style causal LM from a preset (no download); `field` names the
     config field the preset came from in the error for an unknown preset."""
-    from transformers import LlamaConfig, LlamaForCausalLM
     if preset not in PRESETS:
         raise ValueError(f"{field} = {preset!r} is invalid; allowed: {', '.join(PRESETS)}")
+    from transformers import LlamaConfig, LlamaForCausalLM
     h, n, heads, inter = PRESETS[preset]
     h, n = hidden_size or h, num_layers or n
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=h, num_hidden_layers=n,
