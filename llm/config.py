@@ -32,7 +32,7 @@ TASKS = ("multisolution", "countdown", "math", "bandit")
 ENGINES = ("hf", "vllm")
 OPTIMIZERS = ("adamw", "sgd")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
-MAX_TIMEOUT_S = 3600.0  # one reward check; SIGALRM timers overflow long before inf
+TEMPERATURE_RANGE = (1e-2, 1e2)  # logits / T must stay finite in float16 / bfloat16
 
 
 def _check(ok: bool, name: str, value, allowed: str) -> None:
@@ -112,8 +112,9 @@ class TaskConfig:
         _check(0.0 < self.test_fraction < 1.0, f"{p}.test_fraction", self.test_fraction, "(0, 1)")
         _check(1 <= self.difficulty <= 8, f"{p}.difficulty", self.difficulty, "1..8")
         _check(self.num_outcomes >= 2, f"{p}.num_outcomes", self.num_outcomes, ">= 2")
-        _check(0 < self.timeout_s <= MAX_TIMEOUT_S, f"{p}.timeout_s", self.timeout_s,
-               f"(0, {MAX_TIMEOUT_S:g}] seconds")
+        from .tasks.base import TIMEOUT_RANGE
+        lo, hi = TIMEOUT_RANGE
+        _check(lo <= self.timeout_s <= hi, f"{p}.timeout_s", self.timeout_s, f"[{lo:g}, {hi:g}] seconds")
 
 
 @dataclass
@@ -136,7 +137,8 @@ class RolloutConfig:
         _check(self.group_size >= 1, f"{p}.group_size", self.group_size, ">= 1")
         _check(self.prompts_per_step >= 1, f"{p}.prompts_per_step", self.prompts_per_step, ">= 1")
         _check(self.max_new_tokens >= 1, f"{p}.max_new_tokens", self.max_new_tokens, ">= 1")
-        _check(self.temperature > 0, f"{p}.temperature", self.temperature, "> 0")
+        lo, hi = TEMPERATURE_RANGE
+        _check(lo <= self.temperature <= hi, f"{p}.temperature", self.temperature, f"[{lo:g}, {hi:g}]")
         _check(0 < self.top_p <= 1, f"{p}.top_p", self.top_p, "(0, 1]")
 
 

@@ -54,9 +54,13 @@ class VerifierTimeout(BaseException):
     catch `Exception` (math-verify does) cannot swallow it."""
 
 
+TIMEOUT_RANGE = (1e-3, 3600.0)  # seconds; setitimer(0) would mean "no limit", inf overflows it
+
+
 def _check_seconds(seconds: float) -> None:
-    if not (isinstance(seconds, (int, float)) and 0 < seconds <= 3600 and math.isfinite(seconds)):
-        raise ValueError(f"task.timeout_s = {seconds!r} is invalid; allowed: (0, 3600] seconds")
+    lo, hi = TIMEOUT_RANGE
+    if not (isinstance(seconds, (int, float)) and lo <= seconds <= hi):  # False for nan
+        raise ValueError(f"task.timeout_s = {seconds!r} is invalid; allowed: [{lo:g}, {hi:g}] seconds")
 
 
 def signal_timer_available() -> bool:

@@ -202,6 +202,6 @@ def test_time_limit_in_main_thread_and_in_worker_threads(math_task):
 
 
 def test_bad_time_limit_is_a_config_error():
-    for bad in (float("inf"), float("nan"), 0.0, -1.0, 1e300):
+    for bad in (float("inf"), float("nan"), 0.0, -1.0, 1e300, 1e-300):
         with pytest.raises(ValueError, match="task.timeout_s"):
             score(Spin(), None, "x", bad)
