@@ -41,7 +41,7 @@ def _check(ok: bool, name: str, value, allowed: str) -> None:
         raise ValueError(f"{name} = {value!r} is invalid; allowed: {allowed}")
 
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")  # Hugging Face Hub id 'org/name'
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", re.ASCII)  # Hugging Face Hub id 'org/name'
 
 
 def check_model_name(name: str, field: str = "model.name") -> None:
@@ -56,7 +56,7 @@ def check_model_name(name: str, field: str = "model.name") -> None:
     if path.exists():
         _check(path.is_dir(), field, name, allowed + " (this is a file, not a directory)")
         return
-    _check(bool(HUB_ID.match(name)) and not name.startswith((".", "~")), field, name,
+    _check(bool(HUB_ID.fullmatch(name)) and not name.startswith((".", "~")), field, name,
            allowed + " (no such directory)")
 
 
@@ -383,7 +383,7 @@ def parse(cls, argv=None, description: str = ""):
     return cfg
 
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _toml_str(s: str) -> str:
@@ -401,7 +401,7 @@ def _toml_value(v) -> str:
     """TOML text of v; `tomllib.loads(f"x = {_toml_value(v)}")["x"] == v` for every bool, int,
     finite or non-finite float (inf, nan), str, list and dict (TOML has no null: None is an error)."""
     if isinstance(v, dict):
-        keys = [k if _BARE_KEY.match(str(k)) else _toml_str(str(k)) for k in v]
+        keys = [k if _BARE_KEY.fullmatch(str(k)) else _toml_str(str(k)) for k in v]
         return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in zip(keys, v.values())) + "}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"

@@ -51,7 +51,7 @@ def test_every_field_is_documented():
 
 
 # ------------------------------------------------------------- TOML round trip, finite floats -------
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 try:
@@ -79,6 +79,8 @@ def same(a, b) -> bool:
 
 @settings(deadline=None, max_examples=300)
 @given(v=VALUES)
+@example(v={"0\n": False})  # a key that a `$`-anchored bare-key regex took for bare
+@example(v={"a b": [1.5, float("inf"), float("nan")], "ü": "q\"\\\x7f\x00", "": -2**63})
 def test_toml_value_round_trips_anything(v):
     """Any bool / int / float (inf and nan included) / str / list / table: written as TOML (never the
     JSON tokens Infinity or NaN), read back identical."""
