@@ -72,10 +72,10 @@ def main(argv=None) -> dict:
     result = bench(cfg)
     out = Path(cfg.run.out_dir)
     C.save(cfg, out)
-    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    C.write_atomic(out / "bench.json", json.dumps(result, indent=1))
     print(json.dumps(result))
     return result
 
 
 if __name__ == "__main__":
-    main()
+    C.run_cli(main)

@@ -13,7 +13,11 @@ import argparse
 import ast
 import dataclasses
 import inspect
-import json
+import math
+import os
+import re
+import sys
+import tempfile
 import textwrap
 import typing
 from dataclasses import dataclass, field
@@ -28,12 +32,32 @@ TASKS = ("multisolution", "countdown", "math", "bandit")
 ENGINES = ("hf", "vllm")
 OPTIMIZERS = ("adamw", "sgd")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+TEMPERATURE_RANGE = (1e-2, 1e2)  # logits / T must stay finite in float16 / bfloat16
 
 
 def _check(ok: bool, name: str, value, allowed: str) -> None:
     """Raise ValueError naming the field `name` unless `ok`."""
     if not ok:
         raise ValueError(f"{name} = {value!r} is invalid; allowed: {allowed}")
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", re.ASCII)  # Hugging Face Hub id 'org/name'
+
+
+def check_model_name(name: str, field: str = "model.name") -> None:
+    """A preset, 'bandit', an existing model directory, or something shaped like a Hub id 'org/name'
+    (and not like a local path: no leading '.', '/' or '~'). Anything else is an error here, before
+    any download is attempted."""
+    from .models import PRESETS
+    allowed = f"{', '.join(PRESETS)}, bandit, an existing model directory, or a Hub id 'org/name'"
+    if name in PRESETS or name == "bandit":
+        return
+    path = Path(name).expanduser()
+    if path.exists():
+        _check(path.is_dir(), field, name, allowed + " (this is a file, not a directory)")
+        return
+    _check(bool(HUB_ID.fullmatch(name)) and not name.startswith((".", "~")), field, name,
+           allowed + " (no such directory)")
 
 
 @dataclass
@@ -51,10 +75,12 @@ class ModelConfig:
     """Preset of the memory LM used by sampler-side recipes (METHODS §2, paper A)."""
 
     def validate(self, p: str = "model") -> None:
-        _check(bool(self.name), f"{p}.name", self.name, "a preset, 'bandit', or a model path/id")
+        from .models import PRESETS
+        check_model_name(self.name, f"{p}.name")
         _check(self.dtype in DTYPES, f"{p}.dtype", self.dtype, ", ".join(DTYPES))
         _check(self.hidden_size >= 0, f"{p}.hidden_size", self.hidden_size, ">= 0")
         _check(self.num_layers >= 0, f"{p}.num_layers", self.num_layers, ">= 0")
+        _check(self.memory_preset in PRESETS, f"{p}.memory_preset", self.memory_preset, ", ".join(PRESETS))
 
 
 @dataclass
@@ -80,11 +106,15 @@ class TaskConfig:
         _check(self.name in TASKS, f"{p}.name", self.name, ", ".join(TASKS))
         _check(self.name != "math" or bool(self.path), f"{p}.path", self.path,
                "a JSONL/parquet file when task.name = 'math'")
+        _check(not self.path or Path(self.path).is_file(), f"{p}.path", self.path,
+               "an existing JSONL/parquet file (not a directory)")
         _check(self.num_prompts >= 2, f"{p}.num_prompts", self.num_prompts, ">= 2")
         _check(0.0 < self.test_fraction < 1.0, f"{p}.test_fraction", self.test_fraction, "(0, 1)")
         _check(1 <= self.difficulty <= 8, f"{p}.difficulty", self.difficulty, "1..8")
         _check(self.num_outcomes >= 2, f"{p}.num_outcomes", self.num_outcomes, ">= 2")
-        _check(self.timeout_s > 0, f"{p}.timeout_s", self.timeout_s, "> 0")
+        from .tasks.base import TIMEOUT_RANGE
+        lo, hi = TIMEOUT_RANGE
+        _check(lo <= self.timeout_s <= hi, f"{p}.timeout_s", self.timeout_s, f"[{lo:g}, {hi:g}] seconds")
 
 
 @dataclass
@@ -107,7 +137,8 @@ class RolloutConfig:
         _check(self.group_size >= 1, f"{p}.group_size", self.group_size, ">= 1")
         _check(self.prompts_per_step >= 1, f"{p}.prompts_per_step", self.prompts_per_step, ">= 1")
         _check(self.max_new_tokens >= 1, f"{p}.max_new_tokens", self.max_new_tokens, ">= 1")
-        _check(self.temperature > 0, f"{p}.temperature", self.temperature, "> 0")
+        lo, hi = TEMPERATURE_RANGE
+        _check(lo <= self.temperature <= hi, f"{p}.temperature", self.temperature, f"[{lo:g}, {hi:g}]")
         _check(0 < self.top_p <= 1, f"{p}.top_p", self.top_p, "(0, 1]")
 
 
@@ -126,11 +157,17 @@ class RecipeConfig:
         for part in self.name.split("+"):
             _check(part in RECIPES, f"{p}.name", self.name, ", ".join(RECIPES) + " (joined by +)")
         _check(isinstance(self.overrides, dict), f"{p}.overrides", self.overrides, "a table")
+        for k, v in self.overrides.items():
+            _check(not _has_nan(v), f"{p}.overrides.{k}", v, "a number, not NaN")
         _check(self.max_resample >= 0, f"{p}.max_resample", self.max_resample, ">= 0")
         try:
             self.build()
         except (ValueError, TypeError) as e:
-            raise ValueError(f"{p}.overrides = {self.overrides!r} is invalid: {e}") from None
+            msg = " ".join(str(e).split())
+            if re.match(r"^[\w.]+ = .* is invalid; allowed: ", msg):  # already names its field
+                raise ValueError(f"{p}.overrides.{msg.removeprefix('recipe.')}") from None
+            raise ValueError(f"{p}.overrides = {self.overrides!r} is invalid; allowed: overrides that "
+                             f"recipe {self.name!r} accepts ({msg})") from None
 
     def build(self):
         """The collapse_lab.objective Recipe this section describes."""
@@ -216,18 +253,30 @@ def _sections(cls) -> dict[str, type]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def _has_nan(v) -> bool:
+    if isinstance(v, float):
+        return math.isnan(v)
+    if isinstance(v, dict):
+        return any(_has_nan(x) for x in v.values())
+    return isinstance(v, (list, tuple)) and any(_has_nan(x) for x in v)
+
+
 def _coerce(value, typ, name: str):
-    """Convert a flag string or TOML value to the field type, naming the field on failure."""
+    """Convert a flag string or TOML value to the field type, naming the field on failure.
+    Floats must be finite (inf / nan are rejected for every float field)."""
     if isinstance(value, str) and typ is not str:
         try:
             value = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             if typ is bool and value.lower() in ("true", "false"):
                 value = value.lower() == "true"
+        except RecursionError:
+            _check(False, name, value[:40] + "...", "a TOML value nested less deeply")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
     _check(ok, name, value, f"a value of type {typ.__name__}")
+    _check(typ is not float or math.isfinite(value), name, value, "a finite number")
     return value
 
 
@@ -238,6 +287,7 @@ def from_dict(cls, data: dict):
         _check(key in secs, key, "...", ", ".join(secs))
         scls = secs[key]
         shints = typing.get_type_hints(scls)
+        _check(isinstance(sub, dict), key, sub, f"a [{key}] table with fields {', '.join(shints)}")
         for k in sub:
             _check(k in shints, f"{key}.{k}", sub[k], ", ".join(shints))
         kwargs[key] = scls(**{k: _coerce(v, shints[k], f"{key}.{k}") for k, v in sub.items()})
@@ -249,61 +299,173 @@ def to_dict(cfg) -> dict:
 
 
 def validate(cfg) -> None:
-    """Validate every section; the error names the field (`section.field`)."""
+    """Validate every section; the error names the field (`section.field`). Every float field must
+    be finite, however the config was built."""
     for f in dataclasses.fields(cfg):
-        getattr(cfg, f.name).validate(f.name)
+        sec = getattr(cfg, f.name)
+        for g in dataclasses.fields(sec):
+            v = getattr(sec, g.name)
+            _check(not isinstance(v, float) or math.isfinite(v), f"{f.name}.{g.name}", v, "a finite number")
+        sec.validate(f.name)
+
+
+def read_toml(path, name: str = "config") -> dict:
+    """Parse the TOML file `path`; a missing, unreadable, non-UTF-8 or malformed file is a
+    ValueError naming `name` and the file."""
+    allowed = "a readable UTF-8 TOML file"
+    p = Path(path)
+    _check(p.is_file(), name, str(path), allowed + (" (this is a directory)" if p.is_dir() else
+                                                    " (no such file)"))
+    try:
+        return tomllib.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name} = {str(path)!r} is invalid; allowed: {allowed} (byte {e.start} is "
+                         "not UTF-8)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{name} = {str(path)!r} is invalid; allowed: {allowed} ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{name} = {str(path)!r} is invalid; allowed: {allowed} (nested too deeply)") from None
+    except OSError as e:
+        raise ValueError(f"{name} = {str(path)!r} is invalid; allowed: {allowed} ({e.strerror})") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error raised as one ValueError line instead of usage text + exit."""
+
+    argv: list | None = None
+
+    def error(self, message):
+        argv = sys.argv[1:] if self.argv is None else self.argv
+        raise ValueError(f"command line = {' '.join(argv)!r} is invalid; allowed: the flags of --help "
+                         f"({message})")
+
+
+def build_parser(cls, description: str = "") -> argparse.ArgumentParser:
+    """The argparse parser of command config `cls`; each flag's help ends with the default that
+    the command uses (`cls()`'s value, which may differ from the section class default)."""
+    ap = _Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="TOML file with [section] tables")
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    ap.add_argument("--debug", action="store_true",
+                    help="show the full traceback of an error (also: COLLAPSE_LAB_DEBUG=1)")
+    defaults = cls()
+    for sec in _sections(cls):
+        sdef = getattr(defaults, sec)
+        docs = field_docs(type(sdef))
+        g = ap.add_argument_group(sec)
+        for f in dataclasses.fields(sdef):
+            text = f"{docs.get(f.name, '')} (default: {getattr(sdef, f.name)!r})"
+            g.add_argument(f"--{sec}.{f.name}", dest=f"{sec}.{f.name}", default=None,
+                           help=text.replace("%", "%%"))  # argparse %-formats help strings
+    return ap
 
 
 def parse(cls, argv=None, description: str = ""):
     """Resolve `cls` from `--config FILE` and `--section.field value` flags (flags win); validate."""
-    ap = argparse.ArgumentParser(description=description,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", help="TOML file with [section] tables")
-    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    for sec, scls in _sections(cls).items():
-        docs = field_docs(scls)
-        g = ap.add_argument_group(sec)
-        for f in dataclasses.fields(scls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            g.add_argument(f"--{sec}.{f.name}", dest=f"{sec}.{f.name}", default=None,
-                           help=f"{docs.get(f.name, '')} (default: {default!r})")
+    ap = build_parser(cls, description)
+    ap.argv = None if argv is None else list(argv)
     args = vars(ap.parse_args(argv))
+    args.pop("debug")
     data: dict = {}
     config_path = args.pop("config")
     if config_path:
-        with open(config_path, "rb") as fh:
-            try:
-                data = tomllib.load(fh)
-            except tomllib.TOMLDecodeError as e:
-                raise ValueError(f"config file {config_path}: {e}") from None
+        data = read_toml(config_path)
     if args.pop("resume"):
-        data.setdefault("run", {})["resume"] = True
+        run = data.setdefault("run", {})
+        _check(isinstance(run, dict), "run", run, "a [run] table")
+        run["resume"] = True
     for key, value in args.items():
         if value is not None:
             sec, name = key.split(".", 1)
-            data.setdefault(sec, {})[name] = value
+            sub = data.setdefault(sec, {})
+            _check(isinstance(sub, dict), sec, sub, f"a [{sec}] table")
+            sub[name] = value
     cfg = from_dict(cls, data)
     validate(cfg)
     return cfg
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_str(s: str) -> str:
+    """A TOML basic string; control characters escaped; a lone surrogate cannot be written."""
+    out = []
+    for ch in s:
+        o = ord(ch)
+        _check(not 0xD800 <= o <= 0xDFFF, "string", s, "text without lone surrogates")
+        out.append("\\\\" if ch == "\\" else '\\"' if ch == '"' else
+                   f"\\u{o:04x}" if o < 0x20 or o == 0x7F else ch)
+    return '"' + "".join(out) + '"'
+
+
 def _toml_value(v) -> str:
+    """TOML text of v; `tomllib.loads(f"x = {_toml_value(v)}")["x"] == v` for every bool, int,
+    finite or non-finite float (inf, nan), str, list and dict (TOML has no null: None is an error)."""
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+        keys = [k if _BARE_KEY.fullmatch(str(k)) else _toml_str(str(k)) for k in v]
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in zip(keys, v.values())) + "}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, str):
+        return _toml_str(v)
+    raise ValueError(f"config value = {v!r} is invalid; allowed: bool, int, float, str, list, table")
 
 
-def save(cfg, out_dir) -> Path:
-    """Write the resolved config as `out_dir/config.toml` (loadable with --config)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def to_toml(cfg) -> str:
+    """The resolved config as TOML text (one [section] table per section)."""
     lines = []
     for sec, values in to_dict(cfg).items():
         lines.append(f"[{sec}]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
         lines.append("")
+    return "\n".join(lines)
+
+
+def write_atomic(path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` through a temporary file in the same directory and os.replace."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(cfg, out_dir) -> Path:
+    """Write the resolved config as `out_dir/config.toml` (loadable with --config), atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     path = out / "config.toml"
-    path.write_text("\n".join(lines))
+    write_atomic(path, to_toml(cfg))
     return path
+
+
+def debug_requested(argv) -> bool:
+    """True with `--debug` among the arguments or COLLAPSE_LAB_DEBUG set to anything but '' / '0'."""
+    return "--debug" in argv or os.environ.get("COLLAPSE_LAB_DEBUG", "") not in ("", "0")
+
+
+def run_cli(main, argv=None):
+    """Run a command's `main(argv)` for `if __name__ == "__main__"`: bad input (a ValueError, e.g. a
+    failed validation, or an OSError such as an unreadable file) prints one line
+    `error: <field> = <value> is invalid; allowed: ...` to stderr and exits with status 2; with
+    `--debug` or COLLAPSE_LAB_DEBUG=1 the exception propagates with its traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return main(argv)
+    except (ValueError, OSError) as e:
+        if debug_requested(argv):
+            raise
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -9,6 +9,7 @@ entropy of the correct-answer distribution; unparsed / time-out shares) and `eva
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -93,8 +94,10 @@ def plot(result: dict, path) -> None:
            title=f"distinct correct / prompt = {result['distinct_correct']:.2f}")
     ax.set_xticks(ks, [str(k) for k in ks])
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
 
 
 def main(argv=None) -> dict:
@@ -109,11 +112,11 @@ def main(argv=None) -> dict:
                       cfg.task.timeout_s, cfg.eval.prompts_per_batch)
     out = Path(cfg.run.out_dir)
     C.save(cfg, out)
-    (out / "eval.json").write_text(json.dumps(result, indent=1))
+    C.write_atomic(out / "eval.json", json.dumps(result, indent=1))
     plot(result, out / "eval.png")
     print(json.dumps({k: result[k] for k in ("pass_at_k", "distinct_correct", "correct_entropy")}))
     return result
 
 
 if __name__ == "__main__":
-    main()
+    C.run_cli(main)

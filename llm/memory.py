@@ -24,7 +24,7 @@ def build_memory(policy, tok, preset: str = "tiny"):
     dtype = next(policy.parameters()).dtype
     if isinstance(policy, BanditLM):
         return BanditLM(*policy.table.shape, dtype=dtype)
-    return tiny_llama(tok.vocab_size, preset, dtype=dtype)
+    return tiny_llama(tok.vocab_size, preset, dtype=dtype, field="model.memory_preset")
 
 
 class MemorySampler:

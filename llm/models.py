@@ -115,11 +115,12 @@ class BanditTokenizer:
 
 
 def tiny_llama(vocab_size: int, preset: str = "tiny", hidden_size: int = 0, num_layers: int = 0,
-               max_positions: int = 256, dtype=torch.float32):
-    """A freshly initialised Llama-style causal LM from a preset (no download)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+               max_positions: int = 256, dtype=torch.float32, field: str = "model.name"):
+    """A freshly initialised Llama-style causal LM from a preset (no download); `field` names the
+    config field the preset came from in the error for an unknown preset."""
     if preset not in PRESETS:
-        raise ValueError(f"model.name = {preset!r} is not a preset; allowed: {', '.join(PRESETS)}")
+        raise ValueError(f"{field} = {preset!r} is invalid; allowed: {', '.join(PRESETS)}")
+    from transformers import LlamaConfig, LlamaForCausalLM
     h, n, heads, inter = PRESETS[preset]
     h, n = hidden_size or h, num_layers or n
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=h, num_hidden_layers=n,
@@ -152,10 +153,20 @@ def load_model(mcfg, task=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-    if (path / "char_tokenizer.json").exists():
-        return model, CharTokenizer.load(path)
-    return model, HFTokenizer(AutoTokenizer.from_pretrained(name))
+    where = "the model directory" if path.is_dir() else "the Hub id (not a local directory)"
+    allowed = f"{', '.join(PRESETS)}, bandit, a model directory with config.json, or a Hub id 'org/name'"
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ValueError(f"model.name = {name!r} is invalid; allowed: {allowed} ({path} has no "
+                         "config.json or bandit.json)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        if (path / "char_tokenizer.json").exists():
+            return model, CharTokenizer.load(path)
+        return model, HFTokenizer(AutoTokenizer.from_pretrained(name))
+    except OSError as e:  # transformers reports a missing / unreachable model as OSError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"model.name = {name!r} is invalid; allowed: {allowed} (loading {where} "
+                         f"failed: {first})") from e
 
 
 def save_model(model, tok, path) -> None:
@@ -166,6 +177,15 @@ def save_model(model, tok, path) -> None:
     hf_logging.disable_progress_bar()
     model.save_pretrained(path, safe_serialization=True)
     tok.save(path)
+
+
+def all_finite(tensors) -> bool:
+    """True iff every element of every tensor is finite: max |x| over all of them (one foreach
+    reduction, no overflow of a sum of squares) is finite; one device sync in all."""
+    tensors = [t.detach() for t in tensors]
+    if not tensors:
+        return True
+    return bool(torch.isfinite(torch.nn.utils.get_total_norm(tensors, norm_type=float("inf"))))
 
 
 def num_params(model) -> int:

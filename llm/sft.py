@@ -21,7 +21,7 @@ from . import config as C
 from .checkpoint import seed_everything
 from .dist import pick_device
 from .logger import MetricsLogger
-from .models import load_model, save_model
+from .models import all_finite, load_model, save_model
 from .rollout import encode_prompt, sequence_logp
 from .tasks import make_task
 
@@ -92,7 +92,17 @@ def sft(cfg: SFTConfig):
         loss = -logp.sum() / mask.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        try:
+            opt.step()
+            finite = all_finite(model.parameters())  # one reduction, one sync per step
+        except RuntimeError as e:  # torch: "value cannot be converted to type float without overflow"
+            if "overflow" not in str(e):
+                raise
+            finite = False
+        if not finite:
+            raise ValueError(f"sft.lr = {cfg.sft.lr!r} is invalid; allowed: a smaller learning rate "
+                             f"(parameters became non-finite at optimizer step {step + 1}; "
+                             "no model was saved)")
         log.log(step + 1, {"sft_loss": float(loss.detach())})
         if cfg.run.progress:
             steps.set_postfix(loss=f"{loss.item():.3f}")
@@ -106,4 +116,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    C.run_cli(main)

@@ -3,20 +3,24 @@
 A task gives `prompts(split)` (split "train" or "test"; prompt ids are unique over both splits) and
 `check(prompt, response) -> Score`. `score()` runs `check` under a time limit and never raises for a
 bad response: unparseable output gets reward 0 with status "unparsed", a check past its time limit
-gets reward 0 with status "timeout". The outcome string is the canonical final answer (equal answers
-share it); the trainer maps it to the integer ids that IPS and the diversity metrics need.
+gets reward 0 with status "timeout", and any other failure while checking (an exception of the
+verifier: parse error, overflow, recursion, memory; or a malformed Score) gets reward 0 with status
+"error". The trainer counts every status of STATUSES per step. The outcome string is the canonical
+final answer (equal answers share it); the trainer maps it to the integer ids that IPS and the
+diversity metrics need.
 Synthetic tasks also give `answers(prompt, n, rng, wrong_share)` (SFT data) and `correct_set(prompt)`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
-STATUSES = ("correct", "wrong", "unparsed", "timeout")
+STATUSES = ("correct", "wrong", "unparsed", "timeout", "error")
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,28 @@ class VerifierTimeout(BaseException):
     catch `Exception` (math-verify does) cannot swallow it."""
 
 
+TIMEOUT_RANGE = (1e-3, 3600.0)  # seconds; setitimer(0) would mean "no limit", inf overflows it
+
+
+def _check_seconds(seconds: float) -> None:
+    lo, hi = TIMEOUT_RANGE
+    if not (isinstance(seconds, (int, float)) and lo <= seconds <= hi):  # False for nan
+        raise ValueError(f"task.timeout_s = {seconds!r} is invalid; allowed: [{lo:g}, {hi:g}] seconds")
+
+
+def signal_timer_available() -> bool:
+    """SIGALRM timers exist (POSIX) and can be set from this thread (only the main thread)."""
+    return threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Raise VerifierTimeout in the block after `seconds` (SIGALRM timer; main thread on POSIX only,
-    elsewhere the block runs unlimited)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+    elsewhere the block runs unlimited: `score` then uses a watchdog thread instead).
+    The signal handler runs between Python bytecodes, so one long C call (a huge integer power)
+    is not interrupted: verifiers bound such work before doing it (math_task.too_costly)."""
+    _check_seconds(seconds)
+    if not signal_timer_available():
         yield
         return
 
@@ -70,11 +91,44 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, old)
 
 
+def _checked(task, prompt: Prompt, response) -> Score:
+    """task.check, with every exception of the check and any malformed result mapped to
+    Score(0, None, 'error'); a reward must be a finite number in [0, 1], the status in STATUSES."""
+    try:
+        if not isinstance(response, str):
+            return Score(0.0, None, "error")
+        s = task.check(prompt, response)
+        r = float(s.reward)
+        ok = (math.isfinite(r) and 0.0 <= r <= 1.0 and s.status in STATUSES
+              and (s.outcome is None or isinstance(s.outcome, str)))
+        return Score(r, s.outcome, s.status) if ok else Score(0.0, None, "error")
+    except VerifierTimeout:
+        raise
+    except Exception:  # noqa: BLE001 -- any failure on one response costs that response only
+        return Score(0.0, None, "error")
+
+
+def _score_watchdog(task, prompt: Prompt, response, timeout_s: float) -> Score:
+    """Outside the main thread (no SIGALRM): run the check in a daemon worker thread and wait at most
+    timeout_s; a check still running is abandoned (it finishes in the background, its result is
+    dropped) and the response gets 'timeout'."""
+    box: list = []
+    worker = threading.Thread(target=lambda: box.append(_checked(task, prompt, response)), daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    return box[0] if box else Score(0.0, None, "timeout")
+
+
 def score(task, prompt: Prompt, response: str, timeout_s: float = 2.0) -> Score:
-    """task.check under a time limit; a time-out gives Score(0, None, 'timeout')."""
+    """task.check under a time limit; never raises for any response. A time-out gives
+    Score(0, None, 'timeout'), any other failure Score(0, None, 'error'). In the main thread the
+    limit is a SIGALRM timer; in other threads a watchdog thread (see `_score_watchdog`)."""
+    _check_seconds(timeout_s)  # a config error (validated in TaskConfig), not a model output
+    if not signal_timer_available():
+        return _score_watchdog(task, prompt, response, timeout_s)
     try:
         with time_limit(timeout_s):
-            return task.check(prompt, response)
+            return _checked(task, prompt, response)
     except VerifierTimeout:
         return Score(0.0, None, "timeout")
 
