@@ -15,7 +15,7 @@ from collapse_lab.objective import memory_loss, sampling_logits
 
 from .dist import average_grads
 from .models import BanditLM, tiny_llama
-from .rollout import sequence_logp
+from .rollout import decode_step, sequence_logp
 
 
 def build_memory(policy, tok, preset: str = "tiny"):
@@ -38,15 +38,11 @@ class MemorySampler:
 
     @torch.no_grad()
     def begin(self, input_ids, attention_mask, position_ids) -> None:
-        out = self.memory(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=position_ids, use_cache=True)
-        self._cache, self._last = out.past_key_values, out.logits[:, -1]
+        self._last, self._cache = decode_step(self.memory, input_ids, attention_mask, position_ids)
 
     @torch.no_grad()
     def advance(self, next_ids, attention_mask, position_ids) -> None:
-        out = self.memory(input_ids=next_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          past_key_values=self._cache, use_cache=True)
-        self._cache, self._last = out.past_key_values, out.logits[:, -1]
+        self._last, self._cache = decode_step(self.memory, next_ids, attention_mask, position_ids, self._cache)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         return sampling_logits(logits, self._last.to(logits.dtype), self.mu)  # (B, V)

@@ -2,7 +2,8 @@
 
 Every model is called like a Hugging Face causal LM:
 `model(input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False)`
-returns an object with `.logits` (B, L, V) and `.past_key_values`. Every tokenizer has
+returns an object with `.logits` (B, L, V) and `.past_key_values`; the KV-cache keyword is whatever
+`forward` declares (`cache` on transformers 5.x; see `llm.rollout.decode_step`). Every tokenizer has
 `encode(text) -> list[int]` (no special tokens), `decode(ids) -> str`, `pad_id`, `bos_id`, `eos_id`
 (None: responses end only at max_new_tokens) and `vocab_size`.
 """
@@ -177,15 +178,6 @@ def save_model(model, tok, path) -> None:
     hf_logging.disable_progress_bar()
     model.save_pretrained(path, safe_serialization=True)
     tok.save(path)
-
-
-def all_finite(tensors) -> bool:
-    """True iff every element of every tensor is finite: max |x| over all of them (one foreach
-    reduction, no overflow of a sum of squares) is finite; one device sync in all."""
-    tensors = [t.detach() for t in tensors]
-    if not tensors:
-        return True
-    return bool(torch.isfinite(torch.nn.utils.get_total_norm(tensors, norm_type=float("inf"))))
 
 
 def num_params(model) -> int:

@@ -20,8 +20,9 @@ import torch
 from . import config as C
 from .checkpoint import seed_everything
 from .dist import pick_device
+from .guards import parameter_problem
 from .logger import MetricsLogger
-from .models import all_finite, load_model, save_model
+from .models import load_model, save_model
 from .rollout import encode_prompt, sequence_logp
 from .tasks import make_task
 
@@ -94,15 +95,14 @@ def sft(cfg: SFTConfig):
         loss.backward()
         try:
             opt.step()
-            finite = all_finite(model.parameters())  # one reduction, one sync per step
+            problem = parameter_problem(model.named_parameters())  # one fused pass, one sync per step
         except RuntimeError as e:  # torch: "value cannot be converted to type float without overflow"
             if "overflow" not in str(e):
                 raise
-            finite = False
-        if not finite:
+            problem = "parameters overflowed in the optimizer step"
+        if problem:
             raise ValueError(f"sft.lr = {cfg.sft.lr!r} is invalid; allowed: a smaller learning rate "
-                             f"(parameters became non-finite at optimizer step {step + 1}; "
-                             "no model was saved)")
+                             f"(optimizer step {step + 1}: {problem}; no model was saved)")
         log.log(step + 1, {"sft_loss": float(loss.detach())})
         if cfg.run.progress:
             steps.set_postfix(loss=f"{loss.item():.3f}")

@@ -41,11 +41,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -69,6 +67,7 @@ from .checkpoint import (
 )
 from .dist import Dist, all_reduce, all_reduce_many, barrier, cleanup, init_distributed, wrap_model
 from .experience import Experience, RefStore, collect, presample, sample_seed
+from .guards import check_outputs, check_parameters, finite_update
 from .logger import MetricsLogger
 from .memory import MemorySampler, build_memory
 from .models import BanditLM, load_model, save_model
@@ -268,74 +267,6 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
     return out
 
 
-def max_abs(tensors) -> torch.Tensor:
-    """(N,) float64 max |x| of each tensor, NaN where a tensor holds a NaN: one fused
-    torch._foreach_norm(ord=inf) pass, no host sync (the caller syncs once on the result)."""
-    norms = torch._foreach_norm(list(tensors), float("inf"))
-    return torch.stack([n.to(torch.float64) for n in norms])
-
-
-def overflow_limit(dtype: torch.dtype) -> float:
-    """sqrt(finfo.max) of `dtype` promoted to at least float32: the largest |x| whose square is finite
-    in the precision norms and softmax run in (half-precision models upcast to float32)."""
-    return math.sqrt(torch.finfo(torch.promote_types(dtype, torch.float32)).max)
-
-
-def finite_update(ctx: Context) -> bool:
-    """True when every gradient is finite on every process (one fused check, one reduction);
-    a skipped minibatch is warned and counted."""
-    grads = [p.grad for p in ctx.model.parameters() if p.grad is not None]
-    bad = bool((~max_abs(grads).isfinite()).any()) if grads else False
-    bad = all_reduce(float(bad), ctx.dist, "max") > 0
-    if bad:
-        warnings.warn(f"step {ctx.step + 1}: non-finite loss or gradient, minibatch skipped "
-                      "(counted in metrics as nonfinite_skips)", RuntimeWarning, stacklevel=2)
-    return not bad
-
-
-def parameter_problem(named_parameters) -> str | None:
-    """None when every parameter is finite with |x| <= overflow_limit(dtype) (one fused check, one
-    sync), else a description of the first that is not."""
-    named = list(named_parameters)
-    limits = torch.tensor([overflow_limit(p.dtype) for _, p in named], dtype=torch.float64)
-    m = max_abs([p.detach() for _, p in named]).cpu()  # (N,)
-    bad = (~(m <= limits)).nonzero()  # NaN compares False: bad
-    if not len(bad):
-        return None
-    i = int(bad[0, 0])
-    v = float(m[i])
-    wide = str(torch.promote_types(named[i][1].dtype, torch.float32)).removeprefix("torch.")
-    return f"parameter {named[i][0]} has max |x| = " + (
-        "non-finite" if not math.isfinite(v) else f"{v:.3g}, whose square overflows {wide}")
-
-
-def check_parameters(ctx: Context) -> None:
-    """After optimizer.step(): parameter_problem on every process, else a ValueError naming optim.lr
-    and the first bad parameter (nothing of this step is saved)."""
-    problem = parameter_problem(ctx.model.named_parameters())
-    if all_reduce(float(problem is not None), ctx.dist, "max") == 0:
-        return
-    oc = ctx.cfg.optim
-    raise ValueError(f"optim.lr = {oc.lr!r} is invalid; allowed: a smaller rate (step {ctx.step + 1}: after "
-                     f"{oc.optimizer}.step() {problem or 'another process has a non-finite parameter'}; "
-                     "this step was not saved)")
-
-
-def check_outputs(ctx: Context, exp: Experience, start: int) -> None:
-    """The rollout's sampling log-probs must be finite: a policy with finite parameters but non-finite
-    outputs was broken by the last update (optim.lr) or, before any update, by the model itself."""
-    bad = all_reduce(float(not bool(exp.old_logp.isfinite().all())), ctx.dist, "max") > 0
-    if not bad:
-        return
-    if ctx.step > start:
-        raise ValueError(f"optim.lr = {ctx.cfg.optim.lr!r} is invalid; allowed: a smaller rate (step "
-                         f"{ctx.step + 1}: the policy's sampling log-probs are non-finite after step "
-                         f"{ctx.step}'s update)")
-    raise ValueError(f"model.name = {ctx.cfg.model.name!r} is invalid; allowed: a model whose log-probs are "
-                     f"finite (step {ctx.step + 1}: non-finite sampling log-probs before any update; "
-                     f"model.dtype = {ctx.cfg.model.dtype!r})")
-
-
 def rollout_metrics(exp: Experience, dist: Dist) -> dict:
     """Reward, pass@1, unparsed/time-out shares, distinct correct answers per group, length."""
     n = all_reduce(len(exp), dist)
@@ -417,14 +348,6 @@ def resume(ctx: Context, path: Path) -> None:
             warnings.warn(f"checkpoint {path} has no {name} state: it starts fresh", RuntimeWarning, stacklevel=2)
 
 
-def save_config(cfg: TrainConfig) -> None:
-    """config.toml in out_dir, written atomically (C.save into a temporary directory, then os.replace)."""
-    out = Path(cfg.run.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".config.") as tmp:
-        os.replace(C.save(cfg, tmp), out / "config.toml")
-
-
 def save_final_model(ctx: Context) -> None:
     """out_dir/model written into model.tmp, then moved into place (llm.checkpoint.replace_dir)."""
     out = Path(ctx.cfg.run.out_dir)
@@ -444,7 +367,7 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
     if ckpt is not None:
         resume(ctx, ckpt)
     if main:  # the run is known to start
-        save_config(cfg)
+        C.save(cfg, cfg.run.out_dir)  # atomic
     log = MetricsLogger(cfg.run.out_dir, main, cfg.run.tensorboard, resume=cfg.run.resume)
     log.truncate_after(ctx.step)
     start, bar = ctx.step, None

@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm.checkpoint import latest_checkpoint
+from llm.guards import check_outputs, max_abs, overflow_limit
 from llm.logger import read_metrics
 from llm.tasks.base import STATUSES, Score
-from llm.train import check_outputs, max_abs, overflow_limit, setup, status_counts, train
+from llm.train import setup, status_counts, train
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
