@@ -71,46 +71,45 @@ class BatchCase:
 def batches(draw, min_groups: int = 1, max_groups: int = 4, min_group_size: int = 2, max_group_size: int = 5,
             max_tokens: int = 3, dph: bool = False, extreme: bool = False, flat: bool = False,
             binary: bool = True) -> BatchCase:
-    """Strategy for a valid BatchCase: whole groups of varied sizes, masks with >= 1 token per row,
-    rewards (binary or real, all equal within a group when `flat`), outcomes, history counts,
-    distinct row log-probs (so within-group ranks have no ties), and for `dph` D_pef groups with
-    1-2 reference rows each. `extreme` widens log-probs to [-50, 0], log-ratios to +-30 and rewards
-    to +-100."""
+    """Strategy for a valid BatchCase: whole groups of varied sizes (ids not contiguous), masks with
+    >= 1 token per row, rewards (binary, or real when not `binary`; all equal within a group when
+    `flat`), outcomes in 0..3, history counts, and for `dph` D_pef groups with 1-2 reference rows
+    each. Structure and rewards are drawn by hypothesis; the float arrays come from a drawn seed
+    (fast; continuous, so row log-probs never tie). `extreme` widens log-probs to [-50, 0],
+    log-ratios to +-30 and rewards to +-100."""
     n = draw(st.integers(min_groups, max_groups))
     sizes = [draw(st.integers(min_group_size, max_group_size)) for _ in range(n)]
     B, T = sum(sizes), draw(st.integers(1, max_tokens))
     ids = draw(st.lists(st.integers(0, 50), min_size=n, max_size=n, unique=True))
-    group = torch.tensor([ids[g] for g, s in enumerate(sizes) for _ in range(s)])
+    per_row = lambda v: torch.tensor([v[g] for g, s in enumerate(sizes) for _ in range(s)])  # noqa: E731
+    group = per_row(ids)
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
     lo, dr, rw = (-50.0, 30.0, 100.0) if extreme else (-4.0, 0.5, 1.0)
-    fl = lambda a, b: st.floats(a, b, allow_nan=False, allow_infinity=False)  # noqa: E731
-    base = draw(st.lists(fl(lo, 0.0), min_size=B, max_size=B, unique=True))
-    tok = draw(st.lists(fl(-1e-3, 0.0), min_size=B * T, max_size=B * T))
-    logp = torch.tensor(base, dtype=f64)[:, None] + torch.tensor(tok, dtype=f64).view(B, T)
-    vec = lambda a, b, k: torch.tensor(draw(st.lists(fl(a, b), min_size=k, max_size=k)), dtype=f64)  # noqa: E731
-    old_delta, ref_delta = vec(-dr, dr, B * T).view(B, T), vec(-2 * dr, 2 * dr, B * T).view(B, T)
-    mask = torch.tensor(draw(st.lists(st.booleans(), min_size=B * T, max_size=B * T)), dtype=f64).view(B, T)
+    u = lambda a, b, *shape: a + (b - a) * torch.rand(*shape, generator=g, dtype=f64)  # noqa: E731
+    logp = u(lo, 0.0, B, 1) + u(-1e-3, 0.0, B, T)
+    old_delta, ref_delta = u(-dr, dr, B, T), u(-2 * dr, 2 * dr, B, T)
+    mask = (torch.rand(B, T, generator=g) < draw(st.sampled_from([1.0, 0.7, 0.3]))).to(f64)
     mask[:, 0] = 1.0
-    values = st.sampled_from([0.0, 1.0]) if binary and not extreme else fl(-rw, rw)
+    values = st.sampled_from([0.0, 1.0]) if binary and not extreme else st.floats(-rw, rw)
     if flat:
-        per_group = [draw(values) for _ in range(n)]
-        rewards = torch.tensor([per_group[g] for g, s in enumerate(sizes) for _ in range(s)], dtype=f64)
+        rewards = per_row([draw(values) for _ in range(n)]).to(f64)
     else:
         rewards = torch.tensor(draw(st.lists(values, min_size=B, max_size=B)), dtype=f64)
-    outcome = torch.tensor(draw(st.lists(st.integers(0, 3), min_size=B, max_size=B)))
-    trials = [draw(st.integers(0, 20)) for _ in range(n)]
-    succ = [draw(st.integers(0, t)) for t in trials]
-    per_row = lambda v: torch.tensor([float(v[g]) for g, s in enumerate(sizes) for _ in range(s)], dtype=f64)  # noqa: E731
+    outcome = torch.randint(0, 4, (B,), generator=g)
+    trials = torch.randint(0, 21, (n,), generator=g)
+    succ = (torch.rand(n, generator=g) * (trials + 1)).floor().clamp(max=trials)
     pef, ref_rows = None, []
     if dph:
         is_pef = [draw(st.booleans()) for _ in range(n)]
         pef = per_row(is_pef).bool()
-        ref_rows = [ids[g] for g in range(n) if is_pef[g] for _ in range(draw(st.integers(1, 2)))]
+        ref_rows = [ids[k] for k in range(n) if is_pef[k] for _ in range(1 + int(torch.randint(2, (1,), generator=g)))]
     R = len(ref_rows)
-    ref_logp = vec(lo, 0.0, R * T).view(R, T)
-    ref_ref = ref_logp + vec(-2 * dr, 2 * dr, R * T).view(R, T)
+    ref_logp = u(lo, 0.0, R, T)
+    ref_ref = ref_logp + u(-2 * dr, 2 * dr, R, T)
     max_len = draw(st.one_of(st.none(), st.integers(T, T + 3)))
-    return BatchCase(logp, old_delta, ref_delta, mask, rewards, group, outcome, per_row(succ), per_row(trials),
-                     pef, ref_logp, ref_ref, torch.tensor(ref_rows, dtype=torch.long), max_len)
+    return BatchCase(logp, old_delta, ref_delta, mask, rewards, group, outcome, per_row(succ.tolist()).to(f64),
+                     per_row(trials.tolist()).to(f64), pef, ref_logp, ref_ref, torch.tensor(ref_rows, dtype=torch.long),
+                     max_len)
 
 
 class FakeWorld:
