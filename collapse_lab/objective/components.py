@@ -5,6 +5,8 @@ finite values, ranges). Every component declares the same protocol as class data
     key     its name in overrides and `Recipe.components()` ("ips", "dph", ...)
     stage   where `Recipe.prepare` / `Recipe.loss` use it (`STAGES`)
     needs   the optional `Batch` fields it reads (a property where it depends on the settings)
+    numba   True when the simulator's numba kernels encode it (sim/spec.py); a component without it
+            is torch-only (`Recipe.torch_only` lists such components)
 Calling a shaper or weight applies it: `component(batch, x, reduce=None)`; `reduce` is the
 batch-spanning reduction of `Recipe.prepare` (see prepared.py), used only by ISAC(normalize=True).
 Stages, in the order the recipe runs them:
@@ -57,6 +59,7 @@ class Advantage:
 
     key: ClassVar[str] = "advantage"
     stage: ClassVar[str] = "advantage"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
 
     kind: str = "grpo"
     std: str = "group"
@@ -99,6 +102,7 @@ class PolicySpec:
 
     key: ClassVar[str] = "policy"
     stage: ClassVar[str] = "policy"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     needs: ClassVar[frozenset] = frozenset()
 
     clip_low: float = 0.2
@@ -121,6 +125,7 @@ class IPS:
 
     key: ClassVar[str] = "ips"
     stage: ClassVar[str] = "shaper"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     needs: ClassVar[frozenset] = frozenset({"outcome"})
     flat_zero: ClassVar[bool] = False  # equal rewards, different outcomes: shaped rewards differ
 
@@ -141,6 +146,7 @@ class ISAC:
 
     key: ClassVar[str] = "isac"
     stage: ClassVar[str] = "weight"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     needs: ClassVar[frozenset] = frozenset()
     flat_zero: ClassVar[bool] = True  # multiplies A
 
@@ -162,6 +168,7 @@ class ZeroSuccess:
 
     key: ClassVar[str] = "zero_success"
     stage: ClassVar[str] = "weight"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     flat_zero: ClassVar[bool] = True  # multiplies A
 
     counts: str = "history"
@@ -187,6 +194,7 @@ class BBG:
 
     key: ClassVar[str] = "bbg"
     stage: ClassVar[str] = "weight"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     flat_zero: ClassVar[bool] = False  # all-failure groups are pushed down by design
 
     k_ref: int = 16
@@ -227,6 +235,7 @@ class KLPenalty:
 
     key: ClassVar[str] = "kl"
     stage: ClassVar[str] = "regulariser"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
 
     kind: str = "k3"
     beta: float = 0.05
@@ -268,6 +277,7 @@ class DPH:
 
     key: ClassVar[str] = "dph"
     stage: ClassVar[str] = "regulariser"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     needs: ClassVar[frozenset] = frozenset({"ref_samples"})
 
     kind: str = "js"
@@ -300,6 +310,7 @@ class Entropy:
 
     key: ClassVar[str] = "entropy"
     stage: ClassVar[str] = "regulariser"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
 
     coef: float = 0.01
 
@@ -320,6 +331,7 @@ class Memory:
 
     key: ClassVar[str] = "memory"
     stage: ClassVar[str] = "sampler"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     needs: ClassVar[frozenset] = frozenset({"old_logp"})
 
     mu: float = 0.5

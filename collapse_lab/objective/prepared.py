@@ -17,12 +17,20 @@ The reduction callback (the objective never imports torch.distributed). Contract
     reduce(x: Tensor, op: str) -> Tensor    op in {"sum", "max"}
 
 returns the elementwise sum (or max) of `x` over every process, same shape and dtype, on every
-process (a DDP trainer passes `lambda x, op: (dist.all_reduce(x, SUM if op == "sum" else MAX), x)[1]`
-on a copy of x). Every process calls `prepare` with its own whole groups (a group never spans two
-processes); `prepare` calls `reduce` the same number of times in the same order on every process
+process. A DDP trainer passes
+
+    def reduce(x, op):
+        y = x.clone()  # all_reduce works in place
+        torch.distributed.all_reduce(y, ReduceOp.SUM if op == "sum" else ReduceOp.MAX)
+        return y
+
+Every process calls `prepare` with its own whole groups (a group never spans two processes);
+`prepare` calls `reduce` the same number of times in the same order on every process
 (the order depends on the recipe only, never on the data). Statistics that span the batch and use
 it: GRPO with std="batch", ISAC(normalize=True), the aggregation denominators, T_max.
-reduce=None means this process holds the whole batch.
+reduce=None means this process holds the whole batch. Note that DDP *averages* gradients over
+processes: with global denominators each process's loss is its share of the global loss, so a DDP
+trainer backpropagates `loss * world_size` (the sum of the shares is the loss).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from torch import Tensor
 
 from .policy import Denominators
 
-__all__ = ["Prepared", "Reduce", "row_index"]
+__all__ = ["Prepared", "Reduce", "row_index", "policy_masks", "global_denominators"]
 
 Reduce = Callable[[Tensor, str], Tensor]
 
@@ -84,6 +92,17 @@ class Prepared:
         return replace(self, group=self.group[idx], rewards=self.rewards[idx],
                        advantages=self.advantages[idx], varied=self.varied[idx], keep=self.keep[idx])
 
+    def renormalized(self, batch, reduce: Reduce | None = None) -> Prepared:
+        """The same rows with the denominators of `batch` (these rows, summed over processes).
+
+        For a PPO minibatch that is one optimizer step: advantages stay those of the whole rollout
+        batch (`prepare` once), the aggregation is the minibatch's own (as verl normalises each
+        mini-batch); split the minibatch into micro-batches with `.select(rows)` afterwards.
+        """
+        self.check_rows(batch.group)
+        pol, ref = global_denominators(*policy_masks(batch, self.keep), batch.max_len, reduce)
+        return replace(self, policy=pol, ref=ref)
+
     def check_rows(self, group: Tensor) -> None:
         """ValueError unless `group` (a loss call's Batch.group) is this Prepared's group, row by row."""
         if tuple(group.shape) != tuple(self.group.shape) or not torch.equal(group.to(self.group.device),
@@ -92,7 +111,16 @@ class Prepared:
                              f"batch.select(rows) (batch has {group.shape[0]} rows, prepared {len(self)})")
 
 
-def global_denominators(mask: Tensor, max_len: int | None, ref_mask: Tensor | None,
+def policy_masks(batch, keep: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(policy mask [B, T] = response mask * keep, reference mask [R, T'] or None), detached."""
+    mask = batch.token_mask.detach() * keep.to(batch.logp.dtype).unsqueeze(-1)  # (B, T)
+    ref = batch.ref_samples
+    if ref is None:
+        return mask, None
+    return mask, (torch.ones_like(ref.logp) if ref.mask is None else ref.mask.to(ref.logp.dtype)).detach()
+
+
+def global_denominators(mask: Tensor, ref_mask: Tensor | None, max_len: int | None,
                         reduce: Reduce | None) -> tuple[Denominators, Denominators]:
     """(policy, ref) Denominators over every process: sums of masks and rows, max of T_max.
 

@@ -25,7 +25,7 @@ from .components import DPH, Advantage, Entropy, KLPenalty, Memory, PolicySpec
 from .divergences import divergence
 from .groups import group_index, group_sum
 from .policy import aggregate, policy_loss
-from .prepared import Prepared, Reduce, global_denominators
+from .prepared import Prepared, Reduce, global_denominators, policy_masks
 from .shaping import dynamic_sampling_keep
 
 __all__ = ["Recipe", "DIAGNOSTICS", "SLOTS"]
@@ -88,6 +88,11 @@ class Recipe:
         return "entropy" in self.needs
 
     @property
+    def torch_only(self) -> tuple[str, ...]:
+        """Keys of components the numba simulator cannot run (no class attribute `numba = True`)."""
+        return tuple(k for k, c in self.components().items() if not getattr(c, "numba", False))
+
+    @property
     def sampler(self) -> Memory | None:
         return self.memory
 
@@ -125,12 +130,7 @@ class Recipe:
         keep = varied if self.dynamic_sampling else torch.ones_like(varied)
         if batch.pef is not None:
             keep = keep & ~batch.pef.bool()
-        mask = batch.token_mask * keep.to(batch.logp.dtype).unsqueeze(-1)  # (B, T)
-        ref_mask = None
-        if batch.ref_samples is not None:
-            ref = batch.ref_samples
-            ref_mask = torch.ones_like(ref.logp) if ref.mask is None else ref.mask.to(ref.logp.dtype)
-        pol, refd = global_denominators(mask.detach(), batch.max_len, ref_mask, reduce)
+        pol, refd = global_denominators(*policy_masks(batch, keep), batch.max_len, reduce)
         return Prepared(batch.group, rewards.detach(), adv.detach(), varied, keep, pol, refd)
 
     # phase 2: any micro-batch of whole groups ---------------------------------------------------

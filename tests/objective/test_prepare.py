@@ -153,3 +153,30 @@ def test_advantages_are_fixed_by_prepare_across_epochs():
     assert torch.equal(rec.prepare(case.batch(theta, phi, dph=False)).advantages, prep.advantages)
     _, d = rec.loss(moved, prep)
     assert d["adv_mean"] == pytest.approx(float(prep.advantages.mean()))
+
+
+def test_renormalized_minibatch_is_its_own_batch_with_the_rollout_advantages():
+    """A PPO minibatch (one optimizer step): advantages from the rollout batch, denominators its own."""
+    rec = recipe("dph_js", agg="token-mean")  # group-local advantages: the minibatch alone agrees
+    case = make_case(5)
+    theta, phi = case.leaves()
+    full = case.batch(theta, phi)
+    prep = rec.prepare(full)
+    rows = torch.isin(case.group, torch.tensor([3, 11, 0]))
+    mini = full.select(rows)
+    mprep = prep.select(rows).renormalized(mini)
+    assert mprep.policy == rec.prepare(mini).policy and mprep.ref == rec.prepare(mini).ref
+    assert rec.loss(mini, mprep)[0].item() == pytest.approx(rec.loss(mini)[0].item(), rel=1e-12)
+    assert mprep.policy.tokens < prep.policy.tokens
+
+
+def test_builtin_components_run_on_the_numba_kernels():
+    assert all(recipe(n).torch_only == () for n in RECIPES)
+
+    class Custom:
+        key, stage, needs = "custom", "weight", frozenset()
+
+        def __call__(self, batch, adv, reduce=None):
+            return adv
+    from collapse_lab.objective import Recipe
+    assert Recipe("mine", weights=(Custom(),)).torch_only == ("custom",)
