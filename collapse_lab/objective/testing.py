@@ -30,8 +30,12 @@ import math
 
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, Phase, assume, given, settings
-from hypothesis import strategies as st
+
+try:
+    from hypothesis import HealthCheck, Phase, assume, given, settings
+    from hypothesis import strategies as st
+except ImportError as e:  # pragma: no cover - the dev extra is missing
+    raise ImportError("collapse_lab.objective.testing needs hypothesis: pip install -e '.[dev]'") from e
 
 from .batch import Batch, RefSamples
 from .divergences import categorical_divergence_grad, divergence

@@ -10,7 +10,7 @@ import torch
 from collapse_lab.objective import RECIPE_INFO, RECIPES, Advantage, KLPenalty, Recipe, recipe
 from collapse_lab.objective.testing import INVARIANTS, check_recipe, declared_invariants
 
-N = 8  # hypothesis examples per invariant: seconds for the whole file
+N = 5  # hypothesis examples per invariant: seconds for the whole file
 
 
 @pytest.mark.parametrize("name", RECIPES + ("ips_grpo+isac+dph_js", "dapo+reverse_kl"))
