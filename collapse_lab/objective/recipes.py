@@ -116,7 +116,9 @@ class Recipe:
         r~ = shapers(r) (KL in the reward first), A = advantage(r~), A' = weights(A);
         keep = varied groups (dynamic sampling) and not D_pef; denominators of the policy rows
         (mask * keep) and of DPH's reference rows. `reduce` (prepared.py) makes the batch-spanning
-        statistics span every process; each process passes whole groups.
+        statistics span every process; each process passes whole groups. No gradient flows here:
+        batch.logp is read detached (KL in the reward; unlikeliness ranks when old_logp is None),
+        so a trainer may build this batch from the rollout's behaviour log-probs, before any forward.
         """
         rewards = batch.rewards
         if self.kl is not None and self.kl.in_reward:
