@@ -2,7 +2,8 @@
 
 Both the numba simulator (checked against these functions to 1e-10) and the LLM trainer call it.
 Public contract (ARCHITECTURE.md): group_advantages, divergence, aggregate, policy_loss, recipe,
-Recipe, RECIPES, Batch.
+Recipe (prepare -> Prepared, loss), RECIPES (RECIPE_INFO: one line each), Batch (select).
+Property tests users can run on their own recipes: collapse_lab.objective.testing (needs hypothesis).
 """
 
 from .advantages import (
@@ -14,7 +15,20 @@ from .advantages import (
     population_advantages,
 )
 from .batch import Batch, PromptHistory, RefSamples
-from .components import BBG, DPH, IPS, ISAC, Advantage, Entropy, KLPenalty, Memory, PolicySpec, ZeroSuccess
+from .checks import check_bool, check_choice, check_float, check_int
+from .components import (
+    BBG,
+    DPH,
+    IPS,
+    ISAC,
+    STAGES,
+    Advantage,
+    Entropy,
+    KLPenalty,
+    Memory,
+    PolicySpec,
+    ZeroSuccess,
+)
 from .divergences import (
     DIVERGENCES,
     REFERENCE_SAMPLED,
@@ -25,8 +39,10 @@ from .divergences import (
 )
 from .groups import group_index, group_mean, group_size, group_sum, group_var, pair_counts
 from .memory import memory_loss, sampling_logits, sampling_logp
-from .policy import AGG_MODES, LEVELS, aggregate, as_tokens, policy_loss
-from .recipes import DIAGNOSTICS, RECIPES, Recipe, combine, recipe
+from .policy import AGG_MODES, LEVELS, Denominators, aggregate, as_tokens, policy_loss
+from .prepared import Prepared
+from .recipes import DIAGNOSTICS, Recipe
+from .registry import RECIPE_INFO, RECIPES, combine, recipe
 from .shaping import (
     bbg_utility,
     bbg_weights,
@@ -41,13 +57,13 @@ __all__ = [
     "ADVANTAGES", "GROUP_RELATIVE", "STD_MODES", "group_advantages", "log_comb", "population_advantages",
     "Batch", "PromptHistory", "RefSamples",
     "Advantage", "PolicySpec", "IPS", "ISAC", "ZeroSuccess", "BBG", "KLPenalty", "DPH", "Entropy",
-    "Memory",
+    "Memory", "STAGES", "check_bool", "check_choice", "check_float", "check_int",
     "DIVERGENCES", "REFERENCE_SAMPLED", "divergence", "f_generator", "categorical_divergence",
     "categorical_divergence_grad",
     "group_index", "group_mean", "group_size", "group_sum", "group_var", "pair_counts",
     "memory_loss", "sampling_logits", "sampling_logp",
-    "AGG_MODES", "LEVELS", "aggregate", "as_tokens", "policy_loss",
-    "DIAGNOSTICS", "RECIPES", "Recipe", "combine", "recipe",
+    "AGG_MODES", "LEVELS", "Denominators", "aggregate", "as_tokens", "policy_loss", "Prepared",
+    "DIAGNOSTICS", "RECIPES", "RECIPE_INFO", "Recipe", "combine", "recipe",
     "bbg_utility", "bbg_weights", "dynamic_sampling_keep", "group_success_counts", "ips_rewards",
     "isac_multiplier", "zero_success_gate",
 ]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .checks import invalid
 from .groups import (
     check_1d,
     group_index,
@@ -25,12 +26,12 @@ from .groups import (
 )
 
 __all__ = ["group_advantages", "population_advantages", "ADVANTAGES", "GROUP_RELATIVE", "STD_MODES",
-           "log_comb"]
+           "log_comb", "batch_std"]
 
 STD_MODES = ("group", "batch", "none")
 
 
-def _grpo(rewards, inv, n, *, std="group", ddof=1, eps=1e-6, **_):
+def _grpo(rewards, inv, n, *, std="group", ddof=1, eps=1e-6, reduce=None, **_):
     """A_i = (r_i - mean_g r) / (std + eps); std over the group, the whole batch, or none."""
     if std not in STD_MODES:
         raise ValueError(f"unknown std mode {std!r}; valid: {', '.join(STD_MODES)}")
@@ -38,10 +39,32 @@ def _grpo(rewards, inv, n, *, std="group", ddof=1, eps=1e-6, **_):
     if std == "none":
         return centred
     if std == "group":
+        smallest = int(group_size(inv, n, torch.long).min()) if n else ddof + 1
+        if ddof >= smallest:
+            raise invalid("ddof", ddof, f"an integer below the smallest group size ({smallest}) with std='group'")
         scale = group_var(rewards, inv, n, ddof).sqrt()[inv]
     else:  # "batch": one std over every reward of the batch (REINFORCE++-style)
-        scale = rewards.var(correction=ddof).sqrt()
+        scale = batch_std(rewards, ddof, reduce)
     return centred / (scale + eps)
+
+
+def batch_std(x: Tensor, ddof: int = 1, reduce=None) -> Tensor:
+    """Standard deviation of every element of x over the whole rollout batch (all processes).
+
+    reduce=None: x.std(correction=ddof). With a reduction callback (prepared.py contract,
+    reduce(t, "sum") sums t over processes) the two-pass form: N = sum 1, mean = sum x / N,
+    var = sum (x - mean)^2 / (N - ddof). Raises ValueError naming `ddof` when N <= ddof.
+    """
+    if reduce is None:
+        count = x.numel()
+    else:
+        count = int(round(float(reduce(x.new_tensor(float(x.numel())), "sum"))))
+    if ddof >= count:
+        raise invalid("ddof", ddof, f"an integer below the batch size ({count}) with std='batch'")
+    if reduce is None:
+        return x.var(correction=ddof).sqrt()
+    mean = reduce(x.sum(), "sum") / count
+    return (reduce(((x - mean) ** 2).sum(), "sum") / (count - ddof)).sqrt()
 
 
 def _dr_grpo(rewards, inv, n, **_):
@@ -76,11 +99,10 @@ def _passk(rewards, inv, n, *, k: int, success_threshold: float = 1.0, **_):
     A_pos = (1-R)/(s+1e-6), A_neg = (1 - R - C(N_neg-1,k-1)/C(N-1,k-1))/(s+1e-6).
     Both are 0 when N_neg < k (every k-subset passes). Combinatorics in float64 via lgamma.
     """
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"passk advantage needs an integer k >= 1, got k={k!r}")
     size = group_size(inv, n, torch.float64)
-    if (size < k).any():
-        raise ValueError(f"passk advantage needs k <= group size; k={k}, smallest group {int(size.min())}")
+    smallest = int(size.min()) if n else k
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= smallest:
+        raise invalid("k", k, f"an integer in [1, {smallest}] (passk: k <= the smallest group size)")
     success = (rewards >= success_threshold).double()
     n_neg = size - group_sum(success, inv, n)
     kk = torch.full_like(size, float(k))
@@ -131,14 +153,17 @@ _EXTRA_KW = {
 
 
 def group_advantages(rewards: Tensor, group: Tensor, kind: str = "grpo", std: str = "group",
-                     ddof: int = 1, eps: float = 1e-6, **kw) -> Tensor:
+                     ddof: int = 1, eps: float = 1e-6, reduce=None, **kw) -> Tensor:
     """Per-sample advantages A[B] from rewards[B] and group ids group[B] (METHODS.md §1).
 
     kind: one of `ADVANTAGES` — grpo (std "group" | "batch" | "none", `ddof`, `eps`), dr_grpo, rloo,
     reinforce (kw `baseline`), passk (kw `k`), unlikeliness (kw `logp` [B] or [B, T], `mask`,
     `beta_rank`). Groups whose rewards are all equal get A = 0 for grpo, dr_grpo and rloo.
-    Raises ValueError for an unknown kind, mismatched shapes, or a group of size 1 with a
-    group-relative kind.
+    reduce: the batch-spanning reduction callback of `Recipe.prepare` (prepared.py); only std="batch"
+    uses it, so that the std spans every process's rewards.
+    Raises ValueError for an unknown kind, mismatched shapes, a group of size 1 with a
+    group-relative kind, `ddof` >= the group (std "group") or batch (std "batch") size, or passk
+    `k` outside [1, smallest group size].
     """
     if kind not in ADVANTAGES:
         raise ValueError(f"unknown advantage kind {kind!r}; valid: {', '.join(ADVANTAGES)}")
@@ -158,7 +183,7 @@ def group_advantages(rewards: Tensor, group: Tensor, kind: str = "grpo", std: st
                 f"advantage kind {kind!r} is group-relative and needs every group to have at least "
                 f"2 samples; found a group of size {smallest}"
             )
-    return ADVANTAGES[kind](rewards, inv, n, std=std, ddof=ddof, eps=eps, **kw)
+    return ADVANTAGES[kind](rewards, inv, n, std=std, ddof=ddof, eps=eps, reduce=reduce, **kw)
 
 
 def population_advantages(x: Tensor, pi: Tensor, kind: str = "grpo", std: str = "group",

@@ -6,13 +6,14 @@ given as [B] and are read as [B, 1]. The simulator and the LLM trainer fill the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .policy import as_tokens
+from .prepared import row_index
 
 __all__ = ["Batch", "RefSamples", "PromptHistory"]
 
@@ -23,6 +24,8 @@ class RefSamples:
 
     logp: current policy's log-probs of the stored tokens [R, T] (with grad);
     ref_logp: stored reference log-probs [R, T]; mask: [R, T] or None.
+    group: [R] the Batch.group id of the prompt each reference row belongs to, or None; needed
+    only to split a batch (`Batch.select` keeps the reference rows of the selected groups).
     R = 0 (a batch with no D_pef prompt) gives a zero divergence term; `Batch.ref_samples=None`
     with a DPH recipe is an error (the caller forgot them).
     """
@@ -30,11 +33,27 @@ class RefSamples:
     logp: Tensor
     ref_logp: Tensor
     mask: Tensor | None = None
+    group: Tensor | None = None
 
     def __post_init__(self):
         self.logp = as_tokens(self.logp, "ref_samples.logp")
         self.ref_logp = as_tokens(self.ref_logp, "ref_samples.ref_logp", self.logp)
         self.mask = as_tokens(self.mask, "ref_samples.mask", self.logp)
+        R = self.logp.shape[0]
+        if self.group is not None and tuple(self.group.shape) != (R,):
+            raise ValueError(f"RefSamples.group must have shape ({R},) to match logp, got {tuple(self.group.shape)}")
+
+    def select_groups(self, groups: Tensor) -> RefSamples:
+        """The reference rows whose `group` is in `groups` (all R = 0 sets are kept as they are)."""
+        if self.logp.shape[0] == 0:
+            return self
+        if self.group is None:
+            raise ValueError("RefSamples.group is None: Batch.select cannot tell which reference rows "
+                             "belong to the selected groups; give RefSamples.group (the Batch.group id "
+                             "of each reference row)")
+        keep = torch.isin(self.group, groups.to(self.group.device))
+        return RefSamples(self.logp[keep], self.ref_logp[keep], None if self.mask is None else self.mask[keep],
+                          self.group[keep])
 
 
 @dataclass
@@ -83,6 +102,33 @@ class Batch:
                                  f"got {tuple(x.shape)}")
         if not self.rewards.dtype.is_floating_point:
             raise ValueError(f"Batch.rewards must be float, got {self.rewards.dtype}")
+
+    def __len__(self) -> int:
+        return int(self.logp.shape[0])
+
+    def select(self, rows) -> Batch:
+        """The sub-batch of `rows` (bool mask [B] or integer indices) holding whole groups.
+
+        Every per-row field is indexed; the reference samples of the selected groups are kept
+        (RefSamples.group); success_threshold and max_len are unchanged. ValueError when a selected
+        group is not selected whole, or a row is selected twice.
+        """
+        idx = row_index(rows, len(self), "Batch.select rows").to(self.logp.device)
+        if idx.unique().numel() != idx.numel():
+            raise ValueError("Batch.select rows: a row is selected more than once")
+        groups = self.group[idx].unique()
+        whole = torch.isin(self.group, groups)
+        if int(whole.sum()) != idx.numel():
+            split = self.group[whole & ~torch.isin(torch.arange(len(self), device=idx.device), idx)]
+            raise ValueError(f"Batch.select rows must hold whole groups; group {split[0].item()} is split")
+        kw = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("logp", "old_logp", "mask", "ref_logp", "entropy", "rewards", "group", "outcome",
+                     "prior_success", "prior_trials", "pef"):
+            if kw[name] is not None:
+                kw[name] = kw[name][idx]
+        if self.ref_samples is not None:
+            kw["ref_samples"] = self.ref_samples.select_groups(groups)
+        return Batch(**kw)
 
     @property
     def success(self) -> Tensor:

@@ -1,26 +1,36 @@
 """The pieces a recipe is composed of (METHODS.md §1-§4), each a small frozen dataclass.
 
-A component's fields are its hyper-parameters; calling it applies it. Stages, in the order
-`Recipe.loss` runs them:
-    reward shapers     (batch, r) -> r~            IPS
-    advantage          (batch, r~) -> A            group estimators of §1
-    advantage weights  (batch, A) -> A'            ISAC, zero-success gate, BBG
-    policy             clipped surrogate + aggregation (§4)
-    regularisers       reverse KL on policy samples, DPH divergence on reference samples, entropy
-    sampler / filters  memory-calibrated sampling and dynamic sampling (used by the sim / trainer)
+A component's fields are its hyper-parameters, validated on construction (checks.py: strict types,
+finite values, ranges). Every component declares the same protocol as class data:
+    key     its name in overrides and `Recipe.components()` ("ips", "dph", ...)
+    stage   where `Recipe.prepare` / `Recipe.loss` use it (`STAGES`)
+    needs   the optional `Batch` fields it reads (a property where it depends on the settings)
+    numba   True when the simulator's numba kernels encode it (sim/spec.py); a component without it
+            is torch-only (`Recipe.torch_only` lists such components)
+Calling a shaper or weight applies it: `component(batch, x, reduce=None)`; `reduce` is the
+batch-spanning reduction of `Recipe.prepare` (see prepared.py), used only by ISAC(normalize=True).
+Stages, in the order the recipe runs them:
+    shaper      (batch, r) -> r~            IPS (and KLPenalty(in_reward=True))
+    advantage   (batch, r~) -> A            group estimators of §1
+    weight      (batch, A) -> A'            ISAC, zero-success gate, BBG
+    policy      clipped surrogate + aggregation (§4)
+    regulariser reverse KL on policy samples, DPH divergence on reference samples, entropy
+    sampler     memory-calibrated sampling (used by the sim / trainer)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from .advantages import ADVANTAGES, STD_MODES, group_advantages
 from .batch import Batch
-from .divergences import REFERENCE_SAMPLED, divergence
+from .checks import check_bool, check_choice, check_float, check_int
 from .policy import AGG_MODES, LEVELS
+from .regularisers import DPH, Entropy, KLPenalty, Memory
 from .shaping import (
     COUNT_SOURCES,
     bbg_weights,
@@ -31,13 +41,9 @@ from .shaping import (
 )
 
 __all__ = ["Advantage", "PolicySpec", "IPS", "ISAC", "ZeroSuccess", "BBG", "KLPenalty", "DPH",
-           "Entropy", "Memory", "check_choice"]
+           "Entropy", "Memory", "check_choice", "STAGES"]
 
-
-def check_choice(field: str, value, allowed) -> None:
-    """ValueError naming the field and the allowed values unless value in allowed."""
-    if value not in allowed:
-        raise ValueError(f"{field}={value!r} is not valid; allowed: {', '.join(map(str, allowed))}")
+STAGES = ("shaper", "advantage", "weight", "policy", "regulariser", "sampler")
 
 
 def _need(batch: Batch, field: str, who: str):
@@ -51,6 +57,10 @@ def _need(batch: Batch, field: str, who: str):
 class Advantage:
     """Group advantage estimator (§1). k: passk's k; beta_rank: unlikeliness; baseline: reinforce."""
 
+    key: ClassVar[str] = "advantage"
+    stage: ClassVar[str] = "advantage"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
+
     kind: str = "grpo"
     std: str = "group"
     ddof: int = 1
@@ -60,21 +70,40 @@ class Advantage:
     baseline: float = 0.0
 
     def __post_init__(self):
-        check_choice("advantage.kind", self.kind, ADVANTAGES)
+        check_choice("advantage.kind", self.kind, tuple(ADVANTAGES))
         check_choice("advantage.std", self.std, STD_MODES)
+        check_int("advantage.ddof", self.ddof, 0)
+        check_float("advantage.eps", self.eps, 0)
+        check_int("advantage.k", self.k, 1)
+        check_float("advantage.beta_rank", self.beta_rank, 0, 1)
+        check_float("advantage.baseline", self.baseline)
 
-    def __call__(self, batch: Batch, rewards: Tensor) -> Tensor:
+    @property
+    def needs(self) -> frozenset:
+        return frozenset()
+
+    @property
+    def flat_zero(self) -> bool:
+        """A group whose (shaped) rewards are all equal gets A = 0 (unlikeliness re-ranks them)."""
+        return self.kind in ("grpo", "dr_grpo", "rloo", "passk")
+
+    def __call__(self, batch: Batch, rewards: Tensor, reduce=None) -> Tensor:
         extra = {"passk": {"k": self.k, "success_threshold": batch.success_threshold},
                  "unlikeliness": {"logp": batch.old_logp if batch.old_logp is not None else batch.logp,
                                   "mask": batch.mask, "beta_rank": self.beta_rank},
                  "reinforce": {"baseline": self.baseline}}.get(self.kind, {})
         return group_advantages(rewards, batch.group, self.kind, std=self.std, ddof=self.ddof,
-                                eps=self.eps, **extra)
+                                eps=self.eps, reduce=reduce, **extra)
 
 
 @dataclass(frozen=True)
 class PolicySpec:
     """Clipped surrogate settings (§4): clip range, dual clip, aggregation mode, ratio level."""
+
+    key: ClassVar[str] = "policy"
+    stage: ClassVar[str] = "policy"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
+    needs: ClassVar[frozenset] = frozenset()
 
     clip_low: float = 0.2
     clip_high: float = 0.2
@@ -83,20 +112,31 @@ class PolicySpec:
     level: str = "token"
 
     def __post_init__(self):
+        check_float("policy.clip_low", self.clip_low, 0, 1)
+        check_float("policy.clip_high", self.clip_high, 0)
+        check_float("policy.dual_clip", self.dual_clip, 1, lo_open=True, none=True)
         check_choice("policy.agg", self.agg, AGG_MODES)
         check_choice("policy.level", self.level, LEVELS)
-        if self.clip_low < 0 or self.clip_high < 0:
-            raise ValueError(f"policy.clip_low/clip_high must be >= 0, got {self.clip_low}, {self.clip_high}")
 
 
 @dataclass(frozen=True)
 class IPS:
     """Inverse probability scaling of rewards (paper D): r / max(n_o/G, eps)^alpha."""
 
+    key: ClassVar[str] = "ips"
+    stage: ClassVar[str] = "shaper"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
+    needs: ClassVar[frozenset] = frozenset({"outcome"})
+    flat_zero: ClassVar[bool] = False  # equal rewards, different outcomes: shaped rewards differ
+
     eps: float = 0.01
     alpha: float = 1.0
 
-    def __call__(self, batch: Batch, rewards: Tensor) -> Tensor:
+    def __post_init__(self):
+        check_float("ips.eps", self.eps, 0, 1, lo_open=True)
+        check_float("ips.alpha", self.alpha, 0)
+
+    def __call__(self, batch: Batch, rewards: Tensor, reduce=None) -> Tensor:
         return ips_rewards(rewards, _need(batch, "outcome", "ips"), batch.group, self.eps, self.alpha)
 
 
@@ -104,11 +144,21 @@ class IPS:
 class ISAC:
     """Inverse-success advantage calibration (paper A): correct samples' A times (G - c)^alpha."""
 
+    key: ClassVar[str] = "isac"
+    stage: ClassVar[str] = "weight"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
+    needs: ClassVar[frozenset] = frozenset()
+    flat_zero: ClassVar[bool] = True  # multiplies A
+
     alpha: float = 1.0
     normalize: bool = False
 
-    def __call__(self, batch: Batch, adv: Tensor) -> Tensor:
-        m = isac_multiplier(batch.success, batch.group, self.alpha, self.normalize)
+    def __post_init__(self):
+        check_float("isac.alpha", self.alpha, 0)
+        check_bool("isac.normalize", self.normalize)
+
+    def __call__(self, batch: Batch, adv: Tensor, reduce=None) -> Tensor:
+        m = isac_multiplier(batch.success, batch.group, self.alpha, self.normalize, reduce)
         return adv * m.to(adv.dtype)
 
 
@@ -116,13 +166,23 @@ class ISAC:
 class ZeroSuccess:
     """Zero-success gating (paper C intervention): train a prompt only until it is first solved."""
 
+    key: ClassVar[str] = "zero_success"
+    stage: ClassVar[str] = "weight"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
+    flat_zero: ClassVar[bool] = True  # multiplies A
+
     counts: str = "history"
     max_success: int = 1
 
     def __post_init__(self):
         check_choice("zero_success.counts", self.counts, COUNT_SOURCES)
+        check_int("zero_success.max_success", self.max_success, 0)
 
-    def __call__(self, batch: Batch, adv: Tensor) -> Tensor:
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"prior_success"}) if self.counts == "history" else frozenset()
+
+    def __call__(self, batch: Batch, adv: Tensor, reduce=None) -> Tensor:
         gate = zero_success_gate(batch.success, batch.group, self.counts, batch.prior_success,
                                  self.max_success)
         return adv * gate.to(adv.dtype)
@@ -132,15 +192,27 @@ class ZeroSuccess:
 class BBG:
     """Bayesian Boundary Gating (paper C): A * u(m)/u(1), gated; all-fail groups get -lambda_neg * w."""
 
+    key: ClassVar[str] = "bbg"
+    stage: ClassVar[str] = "weight"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
+    flat_zero: ClassVar[bool] = False  # all-failure groups are pushed down by design
+
     k_ref: int = 16
     tau: float = 0.01
     lambda_neg: float = 1.0
     counts: str = "group"
 
     def __post_init__(self):
+        check_int("bbg.k_ref", self.k_ref, 1)
+        check_float("bbg.tau", self.tau, 0)
+        check_float("bbg.lambda_neg", self.lambda_neg, 0)
         check_choice("bbg.counts", self.counts, COUNT_SOURCES)
 
-    def __call__(self, batch: Batch, adv: Tensor) -> Tensor:
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"prior_success", "prior_trials"}) if self.counts == "history" else frozenset()
+
+    def __call__(self, batch: Batch, adv: Tensor, reduce=None) -> Tensor:
         c, size = group_success_counts(batch.success, batch.group)  # (B,) float64 each
         m, n = c, size
         if self.counts == "history":
@@ -150,70 +222,3 @@ class BBG:
         # all-failure groups carry no group-relative signal: signed REINFORCE on failures [ours]
         neg = torch.full_like(adv, -self.lambda_neg) * w
         return torch.where(c == 0, neg, adv * w)
-
-
-@dataclass(frozen=True)
-class KLPenalty:
-    """Reverse KL to the reference on policy samples (verl names k1/k2/k3), in loss or reward."""
-
-    kind: str = "k3"
-    beta: float = 0.05
-    in_reward: bool = False
-
-    def __post_init__(self):
-        check_choice("kl.kind", self.kind, ("k1", "k2", "k3"))
-        if self.beta < 0:
-            raise ValueError(f"kl.beta must be >= 0, got {self.beta}")
-
-    def term(self, batch: Batch) -> Tensor:
-        """Per-token term [B, T] on the batch's own samples."""
-        return divergence(batch.logp, _need(batch, "ref_logp", "reverse KL"), self.kind)
-
-    def shape_rewards(self, batch: Batch, rewards: Tensor) -> Tensor:
-        """r - beta * sum_t k(d_t) (detached) when the penalty sits in the reward."""
-        per_seq = (self.term(batch).detach() * batch.token_mask).sum(-1)
-        return rewards - self.beta * per_seq.to(rewards.dtype)
-
-
-@dataclass(frozen=True)
-class DPH:
-    """DPH-RL (paper B): eta * f-divergence on stored reference samples; D_pef/D_exp split settings."""
-
-    kind: str = "js"
-    eta: float = 0.1
-    alpha: float = 0.2
-    n_pre: int = 8
-    n_ref: int = 1
-
-    def __post_init__(self):
-        check_choice("dph.kind", self.kind, sorted(REFERENCE_SAMPLED))
-        if self.eta < 0 or self.n_pre < 1 or self.n_ref < 1:
-            raise ValueError(f"dph needs eta >= 0, n_pre >= 1, n_ref >= 1; got {self.eta}, {self.n_pre}, {self.n_ref}")
-
-    def term(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """(per-token term [R, T], mask [R, T]) on the reference samples."""
-        ref = _need(batch, "ref_samples", f"dph_{self.kind}")
-        mask = torch.ones_like(ref.logp) if ref.mask is None else ref.mask.to(ref.logp.dtype)
-        return divergence(ref.logp, ref.ref_logp, self.kind, alpha=self.alpha), mask
-
-
-@dataclass(frozen=True)
-class Entropy:
-    """Entropy bonus: loss -= coef * aggregate(token entropy)."""
-
-    coef: float = 0.01
-
-
-@dataclass(frozen=True)
-class Memory:
-    """Distribution-level calibration (paper A): sample from softmax(z - mu z_mem); memory trained by CE.
-
-    Sampling-side only: the loss is the recipe's usual one with old_logp = the sampling log-probs.
-    """
-
-    mu: float = 0.5
-    lr: float = 0.1
-
-    def __post_init__(self):
-        if self.mu < 0 or self.lr <= 0:
-            raise ValueError(f"memory needs mu >= 0 and lr > 0, got mu={self.mu}, lr={self.lr}")

@@ -12,10 +12,12 @@ a single token: tensors of shape [B] are read as [B, 1].
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
-__all__ = ["aggregate", "policy_loss", "as_tokens", "AGG_MODES", "LEVELS"]
+__all__ = ["aggregate", "policy_loss", "as_tokens", "AGG_MODES", "LEVELS", "Denominators"]
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 LEVELS = ("token", "sequence")
@@ -34,13 +36,27 @@ def as_tokens(x: Tensor | None, name: str, like: Tensor | None = None) -> Tensor
     return x
 
 
-def aggregate(per_token: Tensor, mask: Tensor | None, mode: str, max_len: int | None = None) -> Tensor:
+class Denominators(NamedTuple):
+    """Global aggregation denominators of a rollout batch (all its rows, all processes).
+
+    tokens: sum of the mask; rows: number of responses B; max_len: T_max of seq-mean-token-sum-norm.
+    """
+
+    tokens: float
+    rows: float
+    max_len: int
+
+
+def aggregate(per_token: Tensor, mask: Tensor | None, mode: str, max_len: int | None = None,
+              denom: Denominators | None = None) -> Tensor:
     """Reduce a per-token loss L[B, T] under mask[B, T] to a scalar (METHODS.md §4 table).
 
     token-mean:              sum(L m) / sum(m)
     seq-mean-token-mean:     mean_b [sum_t L m / sum_t m]      (empty responses contribute 0)
     seq-mean-token-sum:      mean_b [sum_t L m]
     seq-mean-token-sum-norm: sum(L m) / (B * T_max), T_max = max_len or T (Dr. GRPO)
+    With `denom` (a micro-batch of a larger batch), sum(m), B and T_max are the whole batch's, so
+    the losses of any split into micro-batches add up to the loss of the whole batch.
     """
     if mode not in AGG_MODES:
         raise ValueError(f"unknown aggregation mode {mode!r}; valid: {', '.join(AGG_MODES)}")
@@ -48,16 +64,20 @@ def aggregate(per_token: Tensor, mask: Tensor | None, mode: str, max_len: int | 
     mask = torch.ones_like(per_token) if mask is None else as_tokens(mask, "mask", per_token)
     mask = mask.to(per_token.dtype)
     masked = per_token * mask
+    if denom is None:  # this batch is the whole batch
+        tokens, rows = mask.sum().clamp_min(1.0), per_token.shape[0]
+        t_max = per_token.shape[-1] if max_len is None else max_len
+    else:
+        tokens, rows, t_max = max(denom.tokens, 1.0), denom.rows, denom.max_len
     if mode == "token-mean":
-        return masked.sum() / mask.sum().clamp_min(1.0)
+        return masked.sum() / tokens
     if mode == "seq-mean-token-mean":
-        return (masked.sum(-1) / mask.sum(-1).clamp_min(1.0)).mean()
+        return (masked.sum(-1) / mask.sum(-1).clamp_min(1.0)).sum() / rows
     if mode == "seq-mean-token-sum":
-        return masked.sum(-1).mean()
-    t_max = per_token.shape[-1] if max_len is None else max_len
+        return masked.sum(-1).sum() / rows
     if t_max <= 0:
-        raise ValueError(f"max_len must be positive, got {max_len}")
-    return masked.sum() / (per_token.shape[0] * t_max)
+        raise ValueError(f"max_len must be positive, got {t_max}")
+    return masked.sum() / (rows * t_max)
 
 
 def _ratio(logp: Tensor, old_logp: Tensor, mask: Tensor, level: str) -> Tensor:
@@ -75,11 +95,12 @@ def _masked_mean(x: Tensor, mask: Tensor) -> float:
 
 def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask: Tensor | None = None,
                 clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float | None = None,
-                agg: str = "token-mean", level: str = "token",
-                max_len: int | None = None) -> tuple[Tensor, dict[str, float]]:
+                agg: str = "token-mean", level: str = "token", max_len: int | None = None,
+                denom: Denominators | None = None) -> tuple[Tensor, dict[str, float]]:
     """Clipped surrogate -> (loss, diagnostics). advantages: [B] (per sequence) or [B, T].
 
     old_logp=None means on-policy (old_logp = logp.detach(), rho = 1, REINFORCE gradient).
+    denom: the whole batch's Denominators when this is a micro-batch (see `aggregate`).
     Diagnostics: pg_loss, clip_frac_low (rho < 1-eps_low with A < 0), clip_frac_high
     (rho > 1+eps_high with A > 0), dual_clip_frac, ratio_mean, ratio_max (token-mean over mask).
     """
@@ -105,7 +126,7 @@ def policy_loss(logp: Tensor, old_logp: Tensor | None, advantages: Tensor, mask:
         cap = -adv * dual_clip
         dual = (adv < 0) & (per_token > cap)
         per_token = torch.where(adv < 0, torch.minimum(per_token, cap), per_token)
-    loss = aggregate(per_token, mask, agg, max_len)
+    loss = aggregate(per_token, mask, agg, max_len, denom)
     with torch.no_grad():
         r = rho.detach()
         diag = {

@@ -53,18 +53,23 @@ def group_success_counts(success: Tensor, group: Tensor) -> tuple[Tensor, Tensor
 
 
 def isac_multiplier(success: Tensor, group: Tensor, alpha: float = 1.0,
-                    normalize: bool = False) -> Tensor:
+                    normalize: bool = False, reduce=None) -> Tensor:
     """Inverse-success advantage calibration (paper A): m_i = (G - c)^alpha if sample i is correct, else 1.
 
     Positive advantages of hard prompts (few successes c) are scaled up; negative ones unchanged.
     normalize=True [ours]: divide the correct samples' multipliers by their batch mean, so the
-    average scale of correct samples stays 1 (the paper's choice is unknown).
+    average scale of correct samples stays 1 (the paper's choice is unknown). The batch mean spans
+    every process when `reduce` (prepared.py contract: reduce(t, "sum") sums t over processes) is given.
     Returns float64 [B].
     """
     c, size = group_success_counts(success, group)
     scale = (size - c) ** alpha
-    if normalize and bool(success.any()):
-        scale = scale / scale[success].mean().clamp_min(1e-12)
+    if normalize:
+        total, count = scale[success].sum(), success.sum().to(scale.dtype)
+        if reduce is not None:
+            total, count = reduce(total, "sum"), reduce(count, "sum")
+        if float(count) > 0:
+            scale = scale / (total / count).clamp_min(1e-12)
     return torch.where(success, scale, torch.ones_like(scale))
 
 

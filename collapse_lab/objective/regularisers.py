@@ -1,0 +1,142 @@
+"""The regulariser and sampler components (METHODS.md §2-§3), same protocol as components.py:
+reverse KL on policy samples, DPH's f-divergence on reference samples, entropy bonus, memory sampler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from .batch import Batch
+from .checks import check_bool, check_choice, check_float, check_int
+from .divergences import REFERENCE_SAMPLED, divergence
+
+__all__ = ["KLPenalty", "DPH", "Entropy", "Memory"]
+
+
+def _need(batch: Batch, field: str, who: str):
+    value = getattr(batch, field)
+    if value is None:
+        raise ValueError(f"{who} needs Batch.{field}, which is None")
+    return value
+
+
+@dataclass(frozen=True)
+class KLPenalty:
+    """KL to the reference on policy samples (verl names k1/k2/k3), in the loss or in the reward.
+
+    Expected gradient under on-policy sampling (in the loss): k1 -> 0, k2 -> grad KL(pi || ref),
+    k3 -> grad KL(ref || pi) (the mass-covering direction, although k3's value estimates KL(pi || ref));
+    `expected_gradient_of` states it for the enumeration check of objective.testing.
+    """
+
+    key: ClassVar[str] = "kl"
+    stage: ClassVar[str] = "regulariser"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
+
+    kind: str = "k3"
+    beta: float = 0.05
+    in_reward: bool = False
+
+    def __post_init__(self):
+        check_choice("kl.kind", self.kind, ("k1", "k2", "k3"))
+        check_float("kl.beta", self.beta, 0)
+        check_bool("kl.in_reward", self.in_reward)
+
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"ref_logp"}) if self.beta > 0 else frozenset()
+
+    @property
+    def expected_gradient_of(self) -> str | None:
+        """categorical_divergence kind whose gradient the loss term has in expectation (None: zero)."""
+        if self.in_reward:
+            return None
+        return {"k1": None, "k2": "reverse_kl", "k3": "forward"}[self.kind]
+
+    def term(self, batch: Batch) -> Tensor:
+        """Per-token term [B, T] on the batch's own samples."""
+        return divergence(batch.logp, _need(batch, "ref_logp", "reverse KL"), self.kind)
+
+    def shape_rewards(self, batch: Batch, rewards: Tensor) -> Tensor:
+        """r - beta * sum_t k(d_t) (detached) when the penalty sits in the reward."""
+        per_seq = (self.term(batch).detach() * batch.token_mask).sum(-1)
+        return rewards - self.beta * per_seq.to(rewards.dtype)
+
+
+@dataclass(frozen=True)
+class DPH:
+    """DPH-RL (paper B): eta * f-divergence on stored reference samples; D_pef/D_exp split settings.
+
+    On reference samples y ~ ref the term's expectation is D_f(pi || ref), and so is its expected
+    gradient (the samples do not depend on the policy): forward -> KL(ref || pi), js, alpha.
+    """
+
+    key: ClassVar[str] = "dph"
+    stage: ClassVar[str] = "regulariser"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
+    needs: ClassVar[frozenset] = frozenset({"ref_samples"})
+
+    kind: str = "js"
+    eta: float = 0.1
+    alpha: float = 0.2
+    n_pre: int = 8
+    n_ref: int = 1
+
+    def __post_init__(self):
+        check_choice("dph.kind", self.kind, sorted(REFERENCE_SAMPLED))
+        check_float("dph.eta", self.eta, 0)
+        check_float("dph.alpha", self.alpha, 0, 1, lo_open=True, hi_open=True)
+        check_int("dph.n_pre", self.n_pre, 1)
+        check_int("dph.n_ref", self.n_ref, 1)
+
+    @property
+    def expected_gradient_of(self) -> str:
+        return self.kind
+
+    def term(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(per-token term [R, T], mask [R, T]) on the reference samples."""
+        ref = _need(batch, "ref_samples", f"dph_{self.kind}")
+        mask = torch.ones_like(ref.logp) if ref.mask is None else ref.mask.to(ref.logp.dtype)
+        return divergence(ref.logp, ref.ref_logp, self.kind, alpha=self.alpha), mask
+
+
+@dataclass(frozen=True)
+class Entropy:
+    """Entropy bonus: loss -= coef * aggregate(token entropy)."""
+
+    key: ClassVar[str] = "entropy"
+    stage: ClassVar[str] = "regulariser"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
+
+    coef: float = 0.01
+
+    def __post_init__(self):
+        check_float("entropy.coef", self.coef)
+
+    @property
+    def needs(self) -> frozenset:
+        return frozenset({"entropy"}) if self.coef != 0 else frozenset()
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Distribution-level calibration (paper A): sample from softmax(z - mu z_mem); memory trained by CE.
+
+    Sampling-side only: the loss is the recipe's usual one with old_logp = the sampling log-probs.
+    """
+
+    key: ClassVar[str] = "memory"
+    stage: ClassVar[str] = "sampler"
+    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
+    needs: ClassVar[frozenset] = frozenset({"old_logp"})
+
+    mu: float = 0.5
+    lr: float = 0.1
+
+    def __post_init__(self):
+        check_float("memory.mu", self.mu, 0)
+        check_float("memory.lr", self.lr, 0, lo_open=True)
