@@ -174,7 +174,7 @@ def answer_features(n_prompts: int, n_answers: int, coupling: float = 1.0) -> np
 
 
 def shared_answers(n_prompts=64, n_answers=32, n_correct=2, tail=1.0, tilt=1.5, noise=2.0,
-                   coupling=1.0, seed=0) -> Problem:
+                   coupling=1.0, n_easy=0, easy_mass=0.97, seed=0) -> Problem:
     """Semantic-coupling benchmark: K answers shared by all prompts, popular answers usually right.
 
     Answer y has popularity q_y proportional to (y + 1)^(-tail) (answer 0 the most popular); base logits
@@ -187,6 +187,9 @@ def shared_answers(n_prompts=64, n_answers=32, n_correct=2, tail=1.0, tilt=1.5, 
     tabular (the control). Under plain GRPO (sampled, G = 8, lr = 0.1, sgd, param="linear") the
     shared scores of rare answers fall, Pass@1 rises and Pass@k ends below the base for k >= 64
     after 300 steps (tests/sim/test_benchmark_collapse.py).
+    n_easy: the first n_easy prompts get their correct logits shifted by one constant so that their
+    base correct mass is easy_mass (prompts the base already solves reliably, e.g. DPH's D_pef);
+    the random draws, hence every other prompt, do not depend on n_easy.
     """
     if not (1 <= n_correct < n_answers):
         raise ValueError(f"n_correct = {n_correct!r} is invalid; allowed: integers in [1, n_answers)")
@@ -202,8 +205,16 @@ def shared_answers(n_prompts=64, n_answers=32, n_correct=2, tail=1.0, tilt=1.5, 
     rewards = np.zeros((n_prompts, n_answers))
     for x in range(n_prompts):
         rewards[x, rng.choice(n_answers, n_correct, replace=False, p=q)] = 1.0
+    if not (isinstance(n_easy, int) and 0 <= n_easy <= n_prompts):
+        raise ValueError(f"n_easy = {n_easy!r} is invalid; allowed: integers in [0, n_prompts]")
+    if not (0 < easy_mass < 1):
+        raise ValueError(f"easy_mass = {easy_mass!r} is invalid; allowed: a number in (0, 1)")
+    for x in range(n_easy):
+        ok = rewards[x] > 0
+        lse = lambda v: np.logaddexp.reduce(v)  # noqa: E731
+        logits[x, ok] += np.log(easy_mass / (1 - easy_mass)) - (lse(logits[x, ok]) - lse(logits[x, ~ok]))
     meta = dict(n_prompts=n_prompts, n_answers=n_answers, n_correct=n_correct, tail=tail, tilt=tilt,
-                noise=noise, coupling=coupling, seed=seed)
+                noise=noise, coupling=coupling, n_easy=n_easy, easy_mass=easy_mass, seed=seed)
     return Problem(rewards, logits, features=answer_features(n_prompts, n_answers, coupling),
                    name="shared_answers", meta=meta)
 

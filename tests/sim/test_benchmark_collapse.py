@@ -124,3 +124,17 @@ def test_general_linear_flow_matches_ode():
     pred = pb.logits + pb.features @ w
     assert np.abs(z[0.1] - pred).max() > 1e-3  # first-order error is visible ...
     assert np.abs(2 * z[0.05] - z[0.1] - pred).max() < 5e-5  # ... and extrapolates away
+
+
+def test_easy_prompts_and_validation():
+    """n_easy prompts get base correct mass easy_mass exactly; the others are unchanged; bad
+    arguments name the field."""
+    a, b = shared_answers(n_easy=0), shared_answers(n_easy=8, easy_mass=0.97)
+    mass = (b.base_probs() * b.correct).sum(1)
+    np.testing.assert_allclose(mass[:8], 0.97, rtol=0, atol=1e-12)
+    assert np.array_equal(a.logits[8:], b.logits[8:]) and np.array_equal(a.rewards, b.rewards)
+    for kw, field in ((dict(n_easy=-1), "n_easy"), (dict(easy_mass=1.0), "easy_mass"),
+                      (dict(n_correct=32), "n_correct"), (dict(coupling=-1.0), "coupling"),
+                      (dict(noise=float("nan")), "noise")):
+        with pytest.raises(ValueError, match=f"{field} = .* is invalid; allowed"):
+            shared_answers(**kw)
