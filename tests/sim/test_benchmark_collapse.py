@@ -119,7 +119,8 @@ def test_general_linear_flow_matches_ode():
     z = {}
     for lr in (0.1, 0.05):
         n = int(round(10 / lr))
-        z[lr] = simulate(pb, SimConfig(mode="flow", param="linear", lr=lr, steps=n, ks=(1,), log_every=n)).final_logits[0]
+        cfg = SimConfig(mode="flow", param="linear", lr=lr, steps=n, ks=(1,), log_every=n)
+        z[lr] = simulate(pb, cfg).final_logits[0]
     w = sa.linear_flow_solve(pb.logits, pb.rewards, pb.features, [10.0])[-1]
     pred = pb.logits + pb.features @ w
     assert np.abs(z[0.1] - pred).max() > 1e-3  # first-order error is visible ...
