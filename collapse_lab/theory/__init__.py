@@ -12,6 +12,7 @@ closed forms; no sympy solve at call time):
   coupling    items 12, 13: kernel coupling across prompts, squeezing
   passk       items 14-16: pass@k variance, BBG utility, posterior pass@k
   divergence  item 17: f-divergence-regularised optima
+  shared_answers  item 12 on the semantic-coupling benchmark: linear flow, two-prompt pair law
 Advantages are never re-derived: they come from `collapse_lab.objective.group_advantages`.
 """
 
@@ -45,6 +46,7 @@ from .logratio import (
     pg_logratio_k2,
 )
 from .passk import bbg_utility, passk_marginal, passk_plugin_mean, passk_variance, posterior_passk
+from .shared_answers import linear_flow_solve, linear_flow_velocity, pair_limit, pair_rate, pair_solve  # noqa: F401
 from .tails import neutral_drift_time, tail_miss, tail_miss_peak
 
 __all__ = [
