@@ -9,18 +9,23 @@ METHODS §1-§4) with respect to the logits, for a batch of T = 1 responses:
     dL/dz_p = sum_{b in p} c_b (e_{y_b} - pi_p) - c_H (n_kept_p / Den) dH_p/dz
               + eta / Den_ref sum_{j ref of p} f_j (e_{y_j} - pi_p),      c_b = dL/dlogp_b.
 
-It runs in three phases: (1) per group: softmax, inverse-CDF draws, rewards and shaping; (2) per
-replicate: batch normalisers (aggregation denominator, batch std, ISAC mean); (3) per group:
-advantages, weights, surrogate and regulariser gradients (and the fused tabular SGD step).
+It runs in three phases: `_sample_and_shape` (per group: softmax, inverse-CDF draws, rewards and
+shaping, and the logged statistics of the softmax it holds), `_batch_normalisers` (per replicate:
+aggregation denominator, batch std, ISAC mean) and `_group_gradient` (per group: advantages,
+weights, surrogate and regulariser gradients, and the fused tabular SGD step). Its arguments come
+in named groups (namedtuples `Draws`, `Task`, `History`, `RecipeCodes`, `Out`, `LogStats`).
 tests/sim/test_parity.py pins it to torch autograd through the objective to 1e-10.
 """
 
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit, prange
+
+from .metric_kernels import N_STATS, row_stats, softmax_row  # noqa: F401  (softmax_row re-exported)
 
 # integer code slots (ic) ------------------------------------------------------------------------
 ADV, STD, DDOF, PASSK_K, AGG, DYN, IPS, KL, KL_IN_REWARD, DPH, NW, W0, W1, W2 = range(14)
@@ -35,6 +40,23 @@ A_GRPO, A_DR, A_RLOO, A_REINFORCE, A_PASSK, A_UNLIKELY = range(6)
 W_ISAC, W_ZERO, W_BBG = 1, 2, 3
 D_K1, D_K2, D_K3, D_FORWARD, D_JS, D_ALPHA = range(6)
 LOG2 = math.log(2.0)
+
+# argument groups of recipe_grad (numba namedtuples: named fields, no runtime cost) -----------------
+Draws = namedtuple("Draws", ["u", "y"])
+Task = namedtuple("Task", ["tp", "rewards", "ref_lp", "correct"])
+History = namedtuple("History", ["prior_s", "prior_n", "pef", "ref_y"])
+RecipeCodes = namedtuple("RecipeCodes", ["ic", "fp"])
+Out = namedtuple("Out", ["g", "coef", "n_succ", "varied"])
+LogStats = namedtuple("LogStats", ["on", "threshold", "stats"])
+Scratch = namedtuple("Scratch", ["xs", "old", "lp", "pi", "norm", "cum"])
+"""recipe_grad's scratch: xs [R, Pt, G] pre-advantage rewards (shaped, unlikeliness-scaled),
+old [R, Pt, G] behaviour log-probs of the samples, lp / pi [R, Pt, K] policy log-probs / probs,
+norm [R, 4] per-replicate normalisers, cum [R, Pt, K] CDF scratch."""
+
+
+def no_log_stats(R=0, P=0):
+    """LogStats switched off (a [R, P, N_STATS] buffer that recipe_grad does not touch)."""
+    return LogStats(False, 0.0, np.empty((R, P, N_STATS)))
 
 
 @njit(cache=True, error_model="numpy")
@@ -152,23 +174,6 @@ def group_stats(x, G, ddof):
 
 
 @njit(cache=True, error_model="numpy")
-def softmax_row(z, lp, pi):
-    """lp = log softmax(z), pi = softmax(z) for one row [K] (one exp per entry)."""
-    m = z[0]
-    for k in range(1, z.shape[0]):
-        m = max(m, z[k])
-    s = 0.0
-    for k in range(z.shape[0]):
-        pi[k] = math.exp(z[k] - m)
-        s += pi[k]
-    ls = m + math.log(s)
-    inv = 1.0 / s
-    for k in range(z.shape[0]):
-        lp[k] = z[k] - ls
-        pi[k] = pi[k] * inv
-
-
-@njit(cache=True, error_model="numpy")
 def softmax_probs(z, out):
     """out = softmax(z) for one row [K]; returns log sum exp(z) (so log softmax = z - lse)."""
     m = z[0]
@@ -205,68 +210,75 @@ def draw_row(pi, u, out, cum):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def recipe_grad(z, qz, u, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g, coef,
-                n_succ, varied, work, lr_fused, by_replicate):
+def recipe_grad(z, qz, draws, task, hist, codes, out, sc, log, lr_fused, by_replicate):
     """Closed-form dL/dz of `Recipe.loss` for every replicate (module docstring).
 
-    z, qz [R, P, K] policy and sampling logits; u [R, Pt, G] uniforms: when u.size > 0 the outcomes
-    y [R, Pt, G] of the trained prompts tp [Pt] are drawn here from softmax(qz) (as
-    `sample_outcomes`), else y is an input. rewards, ref_lp [P, K]; prior_s, prior_n [R, P] history
-    counts; pef [R, P] (DPH D_pef flag); ref_y [R, P, NR] stored reference outcomes (-1 = none).
-    Out: g [R, P, K] (rows off tp are not written: callers zero them once), coef [R, Pt, G] =
-    dL/dlogp_b of the policy and KL terms, n_succ [R, Pt] raw successes per group, varied [R, Pt]
-    group rewards not all equal. work: float buffer of >= R Pt (2 G + 3 K) + 4 R entries, reused
-    across steps. lr_fused > 0: also take the tabular SGD step z[r, tp] -= lr_fused g[r, tp].
+    z, qz [R, P, K] policy and sampling logits; argument groups (namedtuples above):
+    draws  Draws(u [R, Pt, G], y [R, Pt, G]): when u.size > 0 the outcomes y of the trained prompts
+           are drawn here from softmax(qz) (as `sample_outcomes`), else y is an input.
+    task   Task(tp [Pt] trained prompts, rewards [P, K], ref_lp [P, K], correct [P, K] uint8).
+    hist   History(prior_s, prior_n [R, P] history counts, pef [R, P] uint8 DPH D_pef flag,
+           ref_y [R, P, NR] stored reference outcomes, -1 = none).
+    codes  RecipeCodes(ic [N_IC], fp [N_FP]) from spec.recipe_codes.
+    out    Out(g [R, P, K] (rows off tp are not written: callers zero them once), coef [R, Pt, G] =
+           dL/dlogp_b of the policy and KL terms, n_succ [R, Pt] raw successes per group, varied [R, Pt]
+           group rewards not all equal).
+    sc     Scratch buffers (`scratch(R, Pt, G, K)`), reused across steps.
+    log    LogStats(on, threshold, stats [R, P, N_STATS]): when on, the logged statistics of the
+           pre-update policy of each trained prompt (metric_kernels.row_stats) from the softmax
+           computed here anyway.
+    lr_fused > 0: also take the tabular SGD step z[r, tp] -= lr_fused g[r, tp].
     by_replicate: one parallel region over replicates (R >= threads) instead of three over
     (replicate, prompt) pairs; the arithmetic and its order are the same either way.
+    The phases are plain (not inline="always") calls: numba 0.68 loses writes through namedtuple
+    fields of a function inlined into a prange body.
     """
-    R, Pt, G = y.shape
-    K = z.shape[2]
-    n = R * Pt
-    xs = work[:n * G].reshape((R, Pt, G))  # pre-advantage rewards (shaped, unlikeliness-scaled)
-    old = work[n * G:2 * n * G].reshape((R, Pt, G))  # behaviour log-probs of the samples
-    lpw = work[2 * n * G:2 * n * G + n * K].reshape((R, Pt, K))  # policy log-probs
-    piw = work[2 * n * G + n * K:2 * n * (G + K)].reshape((R, Pt, K))  # policy probs
-    norm = work[2 * n * (G + K):2 * n * (G + K) + 4 * R].reshape((R, 4))  # per-replicate normalisers
-    cum = work[2 * n * (G + K) + 4 * R:2 * n * (G + K) + 4 * R + n * K].reshape((R, Pt, K))  # CDF scratch
+    R, Pt = draws.y.shape[0], draws.y.shape[1]
     if by_replicate:
         for r in prange(R):
             for j in range(Pt):
-                _phase1(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n_succ, varied,
-                        cum)
-            _phase2(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm)
+                _sample_and_shape(r, j, z, qz, draws, task, codes, out, sc, log)
+            _batch_normalisers(r, draws.y, task, hist, codes, out, sc)
             for j in range(Pt):
-                _phase3(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g, coef,
-                        xs, old, lpw, piw, n_succ, varied, norm, lr_fused)
+                _group_gradient(r, j, z, draws.y, task, hist, codes, out, sc, lr_fused)
     else:
-        for i in prange(n):
-            _phase1(i // Pt, i % Pt, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw,
-                    n_succ, varied, cum)
+        for i in prange(R * Pt):
+            _sample_and_shape(i // Pt, i % Pt, z, qz, draws, task, codes, out, sc, log)
         for r in prange(R):
-            _phase2(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm)
-        for i in prange(n):
-            _phase3(i // Pt, i % Pt, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g,
-                    coef, xs, old, lpw, piw, n_succ, varied, norm, lr_fused)
+            _batch_normalisers(r, draws.y, task, hist, codes, out, sc)
+        for i in prange(R * Pt):
+            _group_gradient(i // Pt, i % Pt, z, draws.y, task, hist, codes, out, sc, lr_fused)
 
 
-@njit(cache=True, error_model="numpy", inline="always")
-def _phase1(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n_succ, varied, cum):
-    """Sampling, raw rewards, group success count, shaping (KL-in-reward, IPS), unlikeliness ranks."""
-    p, G = tp[j], y.shape[2]
-    lp, pi, cr = lpw[r, j], piw[r, j], cum[r, j]
+def scratch(R, Pt, G, K) -> Scratch:
+    """Fresh scratch buffers of recipe_grad (allocate once per run and reuse: no page faults per step)."""
+    return Scratch(np.empty((R, Pt, G)), np.empty((R, Pt, G)), np.empty((R, Pt, K)), np.empty((R, Pt, K)),
+                   np.empty((R, 4)), np.empty((R, Pt, K)))
+
+
+@njit(cache=True, error_model="numpy")
+def _sample_and_shape(r, j, z, qz, draws, task, codes, out, sc, log):
+    """Softmax of the group's prompt, inverse-CDF draws, raw rewards, success count, reward shaping
+    (KL-in-reward, IPS), unlikeliness ranks -> sc.xs[r, j] (and the logged statistics when log.on)."""
+    ic, fp, y = codes.ic, codes.fp, draws.y
+    p, G = task.tp[j], y.shape[2]
+    lp, pi, cr = sc.lp[r, j], sc.pi[r, j], sc.cum[r, j]
     softmax_row(z[r, p], lp, pi)
+    if log.on:
+        row_stats(lp, pi, task.correct[p], task.ref_lp[p], log.threshold, log.stats[r, p])
     off = ic[OFF_POLICY] == 1
     lse_q = 0.0
     if off:  # sampling distribution softmax(qz) into the CDF scratch row (in-place prefix sum below)
         lse_q = softmax_probs(qz[r, p], cr)
-    if u.shape[0] > 0:
-        draw_row(cr if off else pi, u[r, j], y[r, j], cr)
+    if draws.u.shape[0] > 0:
+        draw_row(cr if off else pi, draws.u[r, j], y[r, j], cr)
     thr, kl_rew, ips = fp[THRESH], ic[KL] >= 0 and ic[KL_IN_REWARD] == 1, ic[IPS] == 1  # hoisted
     c, lo, hi = 0.0, np.inf, -np.inf
+    xs, old = sc.xs, sc.old
     for b in range(G):
         yb = y[r, j, b]
         old[r, j, b] = qz[r, p, yb] - lse_q if off else lp[yb]
-        raw = rewards[p, yb]
+        raw = task.rewards[p, yb]
         c += 1.0 if raw >= thr else 0.0
         lo, hi = min(lo, raw), max(hi, raw)
         xs[r, j, b] = raw
@@ -275,7 +287,7 @@ def _phase1(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n
             yb = y[r, j, b]
             x = xs[r, j, b]
             if kl_rew:
-                t, _ = div_term_grad(ic[KL], lp[yb] - ref_lp[p, yb], 0.2)
+                t, _ = div_term_grad(ic[KL], lp[yb] - task.ref_lp[p, yb], 0.2)
                 x -= fp[KL_BETA] * t
             if ips:
                 n_o = 0.0
@@ -283,7 +295,8 @@ def _phase1(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n
                     n_o += 1.0 if y[r, j, b2] == yb else 0.0
                 x = x / max(n_o / G, fp[IPS_EPS]) ** fp[IPS_ALPHA]
             xs[r, j, b] = x
-    n_succ[r, j], varied[r, j] = c, hi > lo
+    out.n_succ[r, j] = c
+    out.varied[r, j] = hi > lo
     if ic[ADV] == A_UNLIKELY:  # rank by behaviour log-prob, ties by position (groups.within_group_rank)
         for b in range(G):
             rank = 0
@@ -294,21 +307,23 @@ def _phase1(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n
 
 
 @njit(cache=True, error_model="numpy")
-def _phase2(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm):
-    """Batch-level normalisers of replicate r (METHODS §4): norm[r] = (Den, Den_ref, batch std,
+def _batch_normalisers(r, y, task, hist, codes, out, sc):
+    """Batch-level normalisers of replicate r (METHODS §4): sc.norm[r] = (Den, Den_ref, batch std,
     ISAC mean multiplier)."""
+    ic, fp, tp, xs, norm = codes.ic, codes.fp, task.tp, sc.xs, sc.norm
+    pef, ref_y = hist.pef, hist.ref_y
     Pt, G = y.shape[1], y.shape[2]
     B, kept, nref, s, ns = Pt * G, 0.0, 0.0, 0.0, 0.0
     for j in range(Pt):
-        if (varied[r, j] or ic[DYN] == 0) and pef[r, tp[j]] == 0:
+        if (out.varied[r, j] or ic[DYN] == 0) and pef[r, tp[j]] == 0:
             kept += G
         if ic[DPH] >= 0 and pef[r, tp[j]] == 1:
             for q in range(ref_y.shape[2]):
                 nref += 1.0 if ref_y[r, tp[j], q] >= 0 else 0.0
         if ic[ISAC_NORM] == 1:
             for b in range(G):
-                if rewards[tp[j], y[r, j, b]] >= fp[THRESH]:
-                    s += (G - n_succ[r, j]) ** fp[ISAC_ALPHA]
+                if task.rewards[tp[j], y[r, j, b]] >= fp[THRESH]:
+                    s += (G - out.n_succ[r, j]) ** fp[ISAC_ALPHA]
                     ns += 1.0
     rows = max(nref, 1.0)  # no reference rows: the DPH term is 0 (denominator guarded)
     norm[r, 0] = max(kept, 1.0) if ic[AGG] == 0 else (B * ic[TMAX] if ic[AGG] == 3 else B)
@@ -328,25 +343,26 @@ def _phase2(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm):
         norm[r, 2] = math.sqrt(v / (B - ic[DDOF])) if B > ic[DDOF] else np.nan
 
 
-@njit(cache=True, error_model="numpy", inline="always")
-def _phase3(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g, coef, xs, old,
-            lpw, piw, n_succ, varied, norm, lr_fused):
-    """Advantages, weights, clipped surrogate, KL/entropy/DPH terms -> g[r, tp[j]] (and the step)."""
-    p, G, K = tp[j], y.shape[2], z.shape[2]
-    lp, pi, adv = lpw[r, j], piw[r, j], coef[r, j]  # advantages live in coef until overwritten
-    group_advantage(xs[r, j], ic, fp, norm[r, 2], adv)
-    c = n_succ[r, j]
+@njit(cache=True, error_model="numpy")
+def _group_gradient(r, j, z, y, task, hist, codes, out, sc, lr_fused):
+    """Advantages, weights, clipped surrogate, KL/entropy/DPH terms -> out.g[r, tp[j]] (and the step)."""
+    ic, fp, g, coef, norm = codes.ic, codes.fp, out.g, out.coef, sc.norm
+    p, G, K = task.tp[j], y.shape[2], z.shape[2]
+    lp, pi, adv = sc.lp[r, j], sc.pi[r, j], coef[r, j]  # advantages live in coef until overwritten
+    group_advantage(sc.xs[r, j], ic, fp, norm[r, 2], adv)
+    c = out.n_succ[r, j]
+    pef = hist.pef[r, p]
     for w in range(ic[NW]):
-        apply_weight(ic[W0 + w], adv, y[r, j], rewards[p], c, prior_s[r, p], prior_n[r, p],
+        apply_weight(ic[W0 + w], adv, y[r, j], task.rewards[p], c, hist.prior_s[r, p], hist.prior_n[r, p],
                      norm[r, 3], ic, fp)
-    keep = 1.0 if ((varied[r, j] or ic[DYN] == 0) and pef[r, p] == 0) else 0.0
+    keep = 1.0 if ((out.varied[r, j] or ic[DYN] == 0) and pef == 0) else 0.0
     scale = keep / norm[r, 0]
     sum_c = 0.0
     for b in range(G):
         yb = y[r, j, b]
-        cb = scale * pg_grad(lp[yb], old[r, j, b], adv[b], ic, fp)
+        cb = scale * pg_grad(lp[yb], sc.old[r, j, b], adv[b], ic, fp)
         if ic[KL] >= 0 and ic[KL_IN_REWARD] == 0 and fp[KL_BETA] > 0:
-            _, dt = div_term_grad(ic[KL], lp[yb] - ref_lp[p, yb], 0.2)
+            _, dt = div_term_grad(ic[KL], lp[yb] - task.ref_lp[p, yb], 0.2)
             cb += fp[KL_BETA] * scale * dt
         coef[r, j, b] = cb
         sum_c += cb
@@ -362,12 +378,13 @@ def _phase3(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, f
             g[r, p, k] = -pi[k] * sum_c
     for b in range(G):
         g[r, p, y[r, j, b]] += coef[r, j, b]
-    if ic[DPH] >= 0 and pef[r, p] == 1:
+    if ic[DPH] >= 0 and pef == 1:
+        ref_y = hist.ref_y
         for q in range(ref_y.shape[2]):
             yq = ref_y[r, p, q]
             if yq < 0:
                 continue
-            _, dt = div_term_grad(ic[DPH], lp[yq] - ref_lp[p, yq], fp[DPH_ALPHA])
+            _, dt = div_term_grad(ic[DPH], lp[yq] - task.ref_lp[p, yq], fp[DPH_ALPHA])
             cq = fp[DPH_ETA] * dt / norm[r, 1]
             g[r, p, yq] += cq
             for k in range(K):
