@@ -25,7 +25,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
-from .metric_kernels import N_STATS, row_stats, softmax_row  # noqa: F401  (softmax_row re-exported)
+from .metric_kernels import GRAD_L1, N_STATS, grad_l1, row_stats, softmax_row  # noqa: F401  (re-exported)
 
 # integer code slots (ic) ------------------------------------------------------------------------
 ADV, STD, DDOF, PASSK_K, AGG, DYN, IPS, KL, KL_IN_REWARD, DPH, NW, W0, W1, W2 = range(14)
@@ -43,7 +43,7 @@ LOG2 = math.log(2.0)
 
 # argument groups of recipe_grad (numba namedtuples: named fields, no runtime cost) -----------------
 Draws = namedtuple("Draws", ["u", "y"])
-Task = namedtuple("Task", ["tp", "rewards", "ref_lp", "correct"])
+Task = namedtuple("Task", ["tp", "rewards", "ref_lp", "corr_idx"])
 History = namedtuple("History", ["prior_s", "prior_n", "pef", "ref_y"])
 RecipeCodes = namedtuple("RecipeCodes", ["ic", "fp"])
 Out = namedtuple("Out", ["g", "coef", "n_succ", "varied"])
@@ -216,7 +216,8 @@ def recipe_grad(z, qz, draws, task, hist, codes, out, sc, log, lr_fused, by_repl
     z, qz [R, P, K] policy and sampling logits; argument groups (namedtuples above):
     draws  Draws(u [R, Pt, G], y [R, Pt, G]): when u.size > 0 the outcomes y of the trained prompts
            are drawn here from softmax(qz) (as `sample_outcomes`), else y is an input.
-    task   Task(tp [Pt] trained prompts, rewards [P, K], ref_lp [P, K], correct [P, K] uint8).
+    task   Task(tp [Pt] trained prompts, rewards [P, K], ref_lp [P, K], corr_idx [P, C] correct
+           outcomes per prompt, -1 padded (metric_kernels.correct_index)).
     hist   History(prior_s, prior_n [R, P] history counts, pef [R, P] uint8 DPH D_pef flag,
            ref_y [R, P, NR] stored reference outcomes, -1 = none).
     codes  RecipeCodes(ic [N_IC], fp [N_FP]) from spec.recipe_codes.
@@ -230,24 +231,35 @@ def recipe_grad(z, qz, draws, task, hist, codes, out, sc, log, lr_fused, by_repl
     lr_fused > 0: also take the tabular SGD step z[r, tp] -= lr_fused g[r, tp].
     by_replicate: one parallel region over replicates (R >= threads) instead of three over
     (replicate, prompt) pairs; the arithmetic and its order are the same either way.
-    The phases are plain (not inline="always") calls: numba 0.68 loses writes through namedtuple
-    fields of a function inlined into a prange body.
     """
     R, Pt = draws.y.shape[0], draws.y.shape[1]
+    # the groups are unpacked here, outside the parallel loops: numba 0.68 loses writes made through
+    # a namedtuple's fields inside a prange body, and the inlined phases take plain arrays
+    u, y = draws.u, draws.y
+    tp, rewards, ref_lp, correct = task.tp, task.rewards, task.ref_lp, task.corr_idx
+    prior_s, prior_n, pef, ref_y = hist.prior_s, hist.prior_n, hist.pef, hist.ref_y
+    ic, fp = codes.ic, codes.fp
+    g, coef, n_succ, varied = out.g, out.coef, out.n_succ, out.varied
+    xs, old, lpw, piw, norm, cum = sc.xs, sc.old, sc.lp, sc.pi, sc.norm, sc.cum
+    on, thr, stats = log.on, log.threshold, log.stats
     if by_replicate:
         for r in prange(R):
             for j in range(Pt):
-                _sample_and_shape(r, j, z, qz, draws, task, codes, out, sc, log)
-            _batch_normalisers(r, draws.y, task, hist, codes, out, sc)
+                _sample_and_shape(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n_succ,
+                                  varied, cum, on, correct, thr, stats)
+            _batch_normalisers(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm)
             for j in range(Pt):
-                _group_gradient(r, j, z, draws.y, task, hist, codes, out, sc, lr_fused)
+                _group_gradient(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g, coef,
+                                xs, old, lpw, piw, n_succ, varied, norm, lr_fused, on, stats)
     else:
         for i in prange(R * Pt):
-            _sample_and_shape(i // Pt, i % Pt, z, qz, draws, task, codes, out, sc, log)
+            _sample_and_shape(i // Pt, i % Pt, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw,
+                              n_succ, varied, cum, on, correct, thr, stats)
         for r in prange(R):
-            _batch_normalisers(r, draws.y, task, hist, codes, out, sc)
+            _batch_normalisers(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm)
         for i in prange(R * Pt):
-            _group_gradient(i // Pt, i % Pt, z, draws.y, task, hist, codes, out, sc, lr_fused)
+            _group_gradient(i // Pt, i % Pt, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp,
+                            g, coef, xs, old, lpw, piw, n_succ, varied, norm, lr_fused, on, stats)
 
 
 def scratch(R, Pt, G, K) -> Scratch:
@@ -256,29 +268,29 @@ def scratch(R, Pt, G, K) -> Scratch:
                    np.empty((R, 4)), np.empty((R, Pt, K)))
 
 
-@njit(cache=True, error_model="numpy")
-def _sample_and_shape(r, j, z, qz, draws, task, codes, out, sc, log):
+@njit(cache=True, error_model="numpy", inline="always")
+def _sample_and_shape(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n_succ, varied, cum,
+                      log_on, correct, threshold, stats):
     """Softmax of the group's prompt, inverse-CDF draws, raw rewards, success count, reward shaping
-    (KL-in-reward, IPS), unlikeliness ranks -> sc.xs[r, j] (and the logged statistics when log.on)."""
-    ic, fp, y = codes.ic, codes.fp, draws.y
-    p, G = task.tp[j], y.shape[2]
-    lp, pi, cr = sc.lp[r, j], sc.pi[r, j], sc.cum[r, j]
+    (KL-in-reward, IPS), unlikeliness ranks -> xs[r, j]; and, when log_on, the logged statistics of
+    that softmax -> stats[r, tp[j]] (metric_kernels.row_stats)."""
+    p, G = tp[j], y.shape[2]
+    lp, pi, cr = lpw[r, j], piw[r, j], cum[r, j]
     softmax_row(z[r, p], lp, pi)
-    if log.on:
-        row_stats(lp, pi, task.correct[p], task.ref_lp[p], log.threshold, log.stats[r, p])
+    if log_on:
+        row_stats(lp, pi, correct[p], ref_lp[p], threshold, stats[r, p])
     off = ic[OFF_POLICY] == 1
     lse_q = 0.0
     if off:  # sampling distribution softmax(qz) into the CDF scratch row (in-place prefix sum below)
         lse_q = softmax_probs(qz[r, p], cr)
-    if draws.u.shape[0] > 0:
-        draw_row(cr if off else pi, draws.u[r, j], y[r, j], cr)
+    if u.shape[0] > 0:
+        draw_row(cr if off else pi, u[r, j], y[r, j], cr)
     thr, kl_rew, ips = fp[THRESH], ic[KL] >= 0 and ic[KL_IN_REWARD] == 1, ic[IPS] == 1  # hoisted
     c, lo, hi = 0.0, np.inf, -np.inf
-    xs, old = sc.xs, sc.old
     for b in range(G):
         yb = y[r, j, b]
         old[r, j, b] = qz[r, p, yb] - lse_q if off else lp[yb]
-        raw = task.rewards[p, yb]
+        raw = rewards[p, yb]
         c += 1.0 if raw >= thr else 0.0
         lo, hi = min(lo, raw), max(hi, raw)
         xs[r, j, b] = raw
@@ -287,7 +299,7 @@ def _sample_and_shape(r, j, z, qz, draws, task, codes, out, sc, log):
             yb = y[r, j, b]
             x = xs[r, j, b]
             if kl_rew:
-                t, _ = div_term_grad(ic[KL], lp[yb] - task.ref_lp[p, yb], 0.2)
+                t, _ = div_term_grad(ic[KL], lp[yb] - ref_lp[p, yb], 0.2)
                 x -= fp[KL_BETA] * t
             if ips:
                 n_o = 0.0
@@ -295,8 +307,7 @@ def _sample_and_shape(r, j, z, qz, draws, task, codes, out, sc, log):
                     n_o += 1.0 if y[r, j, b2] == yb else 0.0
                 x = x / max(n_o / G, fp[IPS_EPS]) ** fp[IPS_ALPHA]
             xs[r, j, b] = x
-    out.n_succ[r, j] = c
-    out.varied[r, j] = hi > lo
+    n_succ[r, j], varied[r, j] = c, hi > lo
     if ic[ADV] == A_UNLIKELY:  # rank by behaviour log-prob, ties by position (groups.within_group_rank)
         for b in range(G):
             rank = 0
@@ -307,23 +318,21 @@ def _sample_and_shape(r, j, z, qz, draws, task, codes, out, sc, log):
 
 
 @njit(cache=True, error_model="numpy")
-def _batch_normalisers(r, y, task, hist, codes, out, sc):
-    """Batch-level normalisers of replicate r (METHODS §4): sc.norm[r] = (Den, Den_ref, batch std,
+def _batch_normalisers(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm):
+    """Batch-level normalisers of replicate r (METHODS §4): norm[r] = (Den, Den_ref, batch std,
     ISAC mean multiplier)."""
-    ic, fp, tp, xs, norm = codes.ic, codes.fp, task.tp, sc.xs, sc.norm
-    pef, ref_y = hist.pef, hist.ref_y
     Pt, G = y.shape[1], y.shape[2]
     B, kept, nref, s, ns = Pt * G, 0.0, 0.0, 0.0, 0.0
     for j in range(Pt):
-        if (out.varied[r, j] or ic[DYN] == 0) and pef[r, tp[j]] == 0:
+        if (varied[r, j] or ic[DYN] == 0) and pef[r, tp[j]] == 0:
             kept += G
         if ic[DPH] >= 0 and pef[r, tp[j]] == 1:
             for q in range(ref_y.shape[2]):
                 nref += 1.0 if ref_y[r, tp[j], q] >= 0 else 0.0
         if ic[ISAC_NORM] == 1:
             for b in range(G):
-                if task.rewards[tp[j], y[r, j, b]] >= fp[THRESH]:
-                    s += (G - out.n_succ[r, j]) ** fp[ISAC_ALPHA]
+                if rewards[tp[j], y[r, j, b]] >= fp[THRESH]:
+                    s += (G - n_succ[r, j]) ** fp[ISAC_ALPHA]
                     ns += 1.0
     rows = max(nref, 1.0)  # no reference rows: the DPH term is 0 (denominator guarded)
     norm[r, 0] = max(kept, 1.0) if ic[AGG] == 0 else (B * ic[TMAX] if ic[AGG] == 3 else B)
@@ -343,26 +352,26 @@ def _batch_normalisers(r, y, task, hist, codes, out, sc):
         norm[r, 2] = math.sqrt(v / (B - ic[DDOF])) if B > ic[DDOF] else np.nan
 
 
-@njit(cache=True, error_model="numpy")
-def _group_gradient(r, j, z, y, task, hist, codes, out, sc, lr_fused):
-    """Advantages, weights, clipped surrogate, KL/entropy/DPH terms -> out.g[r, tp[j]] (and the step)."""
-    ic, fp, g, coef, norm = codes.ic, codes.fp, out.g, out.coef, sc.norm
-    p, G, K = task.tp[j], y.shape[2], z.shape[2]
-    lp, pi, adv = sc.lp[r, j], sc.pi[r, j], coef[r, j]  # advantages live in coef until overwritten
-    group_advantage(sc.xs[r, j], ic, fp, norm[r, 2], adv)
-    c = out.n_succ[r, j]
-    pef = hist.pef[r, p]
+@njit(cache=True, error_model="numpy", inline="always")
+def _group_gradient(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g, coef, xs, old,
+                    lpw, piw, n_succ, varied, norm, lr_fused, log_on, stats):
+    """Advantages, weights, clipped surrogate, KL/entropy/DPH terms -> g[r, tp[j]] (and the step);
+    when log_on, stats[r, tp[j], GRAD_L1] = sum_k |g[r, tp[j], k]| (for the saturated share)."""
+    p, G, K = tp[j], y.shape[2], z.shape[2]
+    lp, pi, adv = lpw[r, j], piw[r, j], coef[r, j]  # advantages live in coef until overwritten
+    group_advantage(xs[r, j], ic, fp, norm[r, 2], adv)
+    c = n_succ[r, j]
     for w in range(ic[NW]):
-        apply_weight(ic[W0 + w], adv, y[r, j], task.rewards[p], c, hist.prior_s[r, p], hist.prior_n[r, p],
+        apply_weight(ic[W0 + w], adv, y[r, j], rewards[p], c, prior_s[r, p], prior_n[r, p],
                      norm[r, 3], ic, fp)
-    keep = 1.0 if ((out.varied[r, j] or ic[DYN] == 0) and pef == 0) else 0.0
+    keep = 1.0 if ((varied[r, j] or ic[DYN] == 0) and pef[r, p] == 0) else 0.0
     scale = keep / norm[r, 0]
     sum_c = 0.0
     for b in range(G):
         yb = y[r, j, b]
-        cb = scale * pg_grad(lp[yb], sc.old[r, j, b], adv[b], ic, fp)
+        cb = scale * pg_grad(lp[yb], old[r, j, b], adv[b], ic, fp)
         if ic[KL] >= 0 and ic[KL_IN_REWARD] == 0 and fp[KL_BETA] > 0:
-            _, dt = div_term_grad(ic[KL], lp[yb] - task.ref_lp[p, yb], 0.2)
+            _, dt = div_term_grad(ic[KL], lp[yb] - ref_lp[p, yb], 0.2)
             cb += fp[KL_BETA] * scale * dt
         coef[r, j, b] = cb
         sum_c += cb
@@ -378,17 +387,18 @@ def _group_gradient(r, j, z, y, task, hist, codes, out, sc, lr_fused):
             g[r, p, k] = -pi[k] * sum_c
     for b in range(G):
         g[r, p, y[r, j, b]] += coef[r, j, b]
-    if ic[DPH] >= 0 and pef == 1:
-        ref_y = hist.ref_y
+    if ic[DPH] >= 0 and pef[r, p] == 1:
         for q in range(ref_y.shape[2]):
             yq = ref_y[r, p, q]
             if yq < 0:
                 continue
-            _, dt = div_term_grad(ic[DPH], lp[yq] - task.ref_lp[p, yq], fp[DPH_ALPHA])
+            _, dt = div_term_grad(ic[DPH], lp[yq] - ref_lp[p, yq], fp[DPH_ALPHA])
             cq = fp[DPH_ETA] * dt / norm[r, 1]
             g[r, p, yq] += cq
             for k in range(K):
                 g[r, p, k] -= cq * pi[k]
+    if log_on:
+        stats[r, p, GRAD_L1] = grad_l1(g[r, p])
     if lr_fused > 0.0:
         for k in range(K):
             z[r, p, k] -= lr_fused * g[r, p, k]

@@ -111,7 +111,7 @@ def _simulate(problem, cfg, seed):
         if in_kernel:
             log.mark_measured(step - 1)
             log.close_row()  # the row of step - 1, if it was logged
-        saturated = log.saturated(gz) if logged else None
+        saturated = log.saturated(None if in_kernel else gz) if logged else None
         if grads is None:  # fused tabular SGD: the kernel already stepped z in place
             params.t += 1
         else:

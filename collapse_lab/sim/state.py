@@ -2,6 +2,7 @@
 
     tp       [Pt]          trained prompts (sorted, distinct)
     ref_lp   [P, K]        log base probabilities (the reference policy of KL / DPH terms)
+    corr_idx [P, C]        correct outcomes of each prompt, -1 padded (the logged statistics)
     prior_s  [R, P]        successes seen so far per prompt (history counts of ZeroSuccess / BBG)
     prior_n  [R, P]        samples seen so far per prompt
     pef      [R, P] bool   DPH: prompt solved n_pre / n_pre times by the base policy (D_pef)
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels as kn
+from .metric_kernels import correct_index
 from .reference import sample_numpy
 from .spec import recipe_codes
 
@@ -34,7 +36,7 @@ class RunState:
 
     tp: np.ndarray
     ref_lp: np.ndarray
-    correct: np.ndarray
+    corr_idx: np.ndarray
     prior_s: np.ndarray
     prior_n: np.ndarray
     pef: np.ndarray
@@ -55,7 +57,7 @@ class RunState:
         P, K = problem.rewards.shape
         sampled_numba = (cfg.mode, cfg.backend) == ("sampled", "numba")
         fused = sampled_numba and (cfg.param, cfg.optimizer) == ("tabular", "sgd")
-        st = cls(tp=tp, ref_lp=np.log(problem.base_probs()), correct=problem.correct.view(np.uint8),
+        st = cls(tp=tp, ref_lp=np.log(problem.base_probs()), corr_idx=correct_index(problem.correct),
                  prior_s=np.zeros((R, P)), prior_n=np.zeros((R, P)), pef=np.zeros((R, P), bool),
                  ref_y=-np.ones((R, P, 1), np.int64),
                  zmem=np.zeros((R, P, K)) if rec.memory is not None else None,
@@ -80,7 +82,7 @@ class RunState:
 
     def task(self, problem) -> kn.Task:
         """The kernel's `task` argument group."""
-        return kn.Task(self.tp, problem.rewards, self.ref_lp, self.correct)
+        return kn.Task(self.tp, problem.rewards, self.ref_lp, self.corr_idx)
 
     def history(self) -> kn.History:
         """The kernel's `hist` argument group (views: the kernel sees later count updates)."""

@@ -78,7 +78,8 @@ class Logger:
     def __init__(self, problem, cfg, R, base_lp):
         P, _ = problem.rewards.shape
         self.problem, self.cfg, self.R = problem, cfg, R
-        self.correct, self.base_lp = problem.correct.view(np.uint8), base_lp  # (P, K)
+        self.corr_idx, self.base_lp = mk.correct_index(problem.correct), base_lp  # (P, C), (P, K)
+        self.m_star = mk.saturation_mass(float(cfg.saturation_k), float(cfg.saturation))
         self.has_correct = problem.correct.any(1)  # (P,)
         self.ks = np.asarray(cfg.ks, float)
         self.stats = np.zeros((R, P, mk.N_STATS))  # per-prompt statistics of the logits at `measured`
@@ -88,7 +89,7 @@ class Logger:
 
     def measure(self, z: np.ndarray, step: int) -> None:
         """Standalone statistics pass over logits z [R, P, K] (the logits after `step` updates)."""
-        mk.prompt_stats(z, self.correct, self.base_lp, float(self.cfg.coverage_threshold), self.stats)
+        mk.prompt_stats(z, self.corr_idx, self.base_lp, float(self.cfg.coverage_threshold), self.stats)
         self.measured = step
 
     def mark_measured(self, step: int) -> None:
@@ -99,12 +100,14 @@ class Logger:
         """The kernel's `log` argument group (kernels.LogStats)."""
         return LogStats(on, float(self.cfg.coverage_threshold), self.stats)
 
-    def saturated(self, gz: np.ndarray) -> np.ndarray:
+    def saturated(self, gz: np.ndarray | None) -> np.ndarray:
         """Share of sum |dL/dz| [R] on prompts whose pass@saturation_k, measured on the logits before
-        the update (self.stats), exceeds cfg.saturation."""
+        the update (self.stats), exceeds cfg.saturation. gz [R, P, K]; None: the kernel already wrote
+        the per-prompt |dL/dz|_1 into the statistics."""
+        if gz is not None:
+            mk.grad_l1_rows(np.ascontiguousarray(gz), self.stats)
         out = np.empty(self.R)
-        mk.saturated_share(np.ascontiguousarray(gz), self.stats, float(self.cfg.saturation_k),
-                           float(self.cfg.saturation), out)
+        mk.saturated_share(self.stats, self.m_star, out)
         return out
 
     def open_row(self, step: int, z: np.ndarray, zero_var, saturated) -> None:

@@ -118,8 +118,10 @@ def test_simulate_logs_equal_reference(problem, kw):
 @pytest.mark.parametrize("kw", [dict(recipe="grpo"), dict(recipe="ips_grpo+dph_js", log_every=2),
                                 dict(recipe="grpo", train_prompts=(0, 3), log_every=4)])
 def test_fused_statistics_equal_standalone_pass(kw, monkeypatch):
-    """The kernel-fused statistics (row of step t completed at step t + 1) give the same bits as a
-    standalone pass after every logged step, saturated share included."""
+    """The kernel-fused statistics (row of step t completed at step t + 1) equal a standalone pass
+    after every logged step, saturated share included: the same trajectory bit for bit, the metrics
+    to 1e-14 (the one inlined row_stats may round its last bit differently in the two loops, where
+    LLVM contracts a multiply-add into an FMA in one and not the other)."""
     cfg = SimConfig(**(dict(steps=9, replicates=3, lr=0.5, group_size=6) | kw))
     fused = simulate(PR, cfg, seed=2)
     init = state_mod.RunState.init.__func__
@@ -132,6 +134,8 @@ def test_fused_statistics_equal_standalone_pass(kw, monkeypatch):
     monkeypatch.setattr(state_mod.RunState, "init", classmethod(unfused))
     plain = simulate(PR, cfg, seed=2)
     assert list(fused.steps) == list(plain.steps)
-    for f in FIELDS + ("saturated_share", "zero_var_frac", "final_logits"):
+    for f in ("zero_var_frac", "final_logits", "log_ratios"):
         assert np.array_equal(getattr(fused, f), getattr(plain, f), equal_nan=True), f
+    for f in FIELDS + ("saturated_share",):
+        np.testing.assert_allclose(getattr(fused, f), getattr(plain, f), rtol=1e-14, atol=1e-14, err_msg=f)
     assert np.all(np.isfinite(fused.saturated_share[:, 1:]))
