@@ -158,6 +158,9 @@ def test_bench_quick_smoke():
 
     rep = bench.main(["--quick", "--no-subprocess", "--repeats", "1", "--steps", "5", "--torch-steps", "2"])
     assert rep["numba"]["rate"] > 0 and rep["torch"]["rate"] > 0 and rep["ratio"] > 0
+    lg = rep["logging"]  # default logging vs log_every = steps, same run
+    assert [r["logging"] for r in lg["rows"]] == ["log_every=steps", "log_every=1"]
+    assert lg["ratio"] == pytest.approx(lg["rows"][1]["rate"] / lg["rows"][0]["rate"])
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered")
