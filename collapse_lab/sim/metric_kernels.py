@@ -122,9 +122,10 @@ def pass_curve(m, ks, out):
         out[i] -= e
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def reduce_stats(stats, has_correct, ks, pass_at_k, means, mass):
     """Per replicate: pass_at_k [R, nk], means [R, 4] = (entropy, kl, coverage, modes), mass [R, P].
+    Serial: ~10 multiply-adds per prompt cost less than a parallel region's barrier on a busy host.
 
     Returns False when some prompt's entropy is not finite (non-finite logits), else True.
     """
@@ -133,7 +134,7 @@ def reduce_stats(stats, has_correct, ks, pass_at_k, means, mass):
     for p in range(P):
         n_c += 1 if has_correct[p] else 0
     bad = 0
-    for r in prange(R):
+    for r in range(R):
         for i in range(ks.shape[0]):
             pass_at_k[r, i] = 0.0
         h, kl, cov, modes = 0.0, 0.0, 0.0, 0.0
@@ -179,13 +180,13 @@ def saturation_mass(sat_k: float, saturation: float) -> float:
     return float(-np.expm1(np.log1p(-saturation) / sat_k))
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def saturated_share(stats, m_star, out):
     """out[r] = share of sum_p stats[r, p, GRAD_L1] on prompts whose correct mass (stats[r, p, MASS],
     measured before the update) exceeds m_star = saturation_mass(k, s), i.e. whose pass@k > s;
     0 where the update is all zero."""
     R, P = stats.shape[0], stats.shape[1]
-    for r in prange(R):
+    for r in range(R):  # serial, as reduce_stats
         tot, sat = 0.0, 0.0
         for p in range(P):
             mag = stats[r, p, GRAD_L1]
