@@ -8,7 +8,10 @@ NUMBA_CACHE_DIR, the first compiles (cache=True writes the cache), the second mu
 compiling (its dispatcher cache_misses must be 0); (2) outcomes/s of each backend on the same
 config (the torch backend runs fewer steps: it is the slow ground truth, and throughput is per
 outcome); (3) their ratio against the targets (numba >= 2e7 outcomes/s and >= 10x torch on a
-2-core machine). Timings are wall clock on a possibly shared machine: the load average is printed.
+2-core machine); (4) the cost of logging: the same numba run with `simulate()`'s default logging
+(log_every = 1, the eleven default ks) and with log_every = steps, timed alternately in this process
+(best of `repeats` each), and their throughput ratio against the target >= 0.8.
+Timings are wall clock on a possibly shared machine: the load average is printed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 
 import numpy as np
 
-TARGET_RATE, TARGET_RATIO = 2e7, 10.0
+TARGET_RATE, TARGET_RATIO, TARGET_LOGGING = 2e7, 10.0, 0.8
 STANDARD = dict(prompts=256, outcomes=32, group=8, replicates=32, steps=200, torch_steps=10)
 QUICK = dict(prompts=64, outcomes=16, group=8, replicates=8, steps=50, torch_steps=5)
 
@@ -64,6 +67,29 @@ def compile_times(a) -> list[dict]:
             res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             out.append(json.loads(res.stdout.strip().splitlines()[-1]))
     return out
+
+
+def logging_cost(a, repeats: int) -> dict:
+    """Default logging (log_every = 1, DEFAULT_KS) vs log_every = steps, same run, timed alternately.
+
+    Returns both rows (best-of-`repeats` outcomes/s) and ratio = rate(logged) / rate(log_every=steps).
+    """
+    from collapse_lab.sim import DEFAULT_KS, SimConfig, simulate
+
+    problem = _problem(a)
+    base = dict(recipe=a.recipe, steps=a.steps, replicates=a.replicates, group_size=a.group, lr=0.1,
+                ks=DEFAULT_KS)
+    cfgs = {"log_every=steps": SimConfig(**base, log_every=a.steps), "log_every=1": SimConfig(**base)}
+    times = {k: [] for k in cfgs}
+    for r in range(repeats):
+        for name, cfg in cfgs.items():
+            t0 = time.perf_counter()
+            simulate(problem, cfg, seed=r)
+            times[name].append(time.perf_counter() - t0)
+    n = a.replicates * a.prompts * a.group * a.steps
+    rows = [{"logging": k, "steps": a.steps, "outcomes": n, "best_s": min(v), "median_s": float(np.median(v)),
+             "rate": n / min(v)} for k, v in times.items()]
+    return {"rows": rows, "ratio": rows[1]["rate"] / rows[0]["rate"]}
 
 
 def throughput(a, backend: str, steps: int, repeats: int) -> dict:
@@ -113,6 +139,8 @@ def main(argv=None) -> dict:
     th = dict(throughput(a, "torch", a.torch_steps, 1), threads=1)
     report.update(numba_runs=runs, numba=nb, torch=th, ratio=nb["rate"] / th["rate"],
                   threading_layer=numba.threading_layer())
+    numba.set_num_threads(nb["threads"])
+    report["logging"] = dict(logging_cost(a, a.repeats), threads=nb["threads"])
     _print(report)
     return report
 
@@ -135,6 +163,13 @@ def _print(rep):
     ok_rate, ok_ratio = rep["numba"]["rate"] >= TARGET_RATE, rep["ratio"] >= TARGET_RATIO
     print(f"numba (best) / torch = {rep['ratio']:.1f}x  targets: numba >= {TARGET_RATE:.0e}/s "
           f"[{'met' if ok_rate else 'NOT met'}], ratio >= {TARGET_RATIO:.0f}x [{'met' if ok_ratio else 'NOT met'}]")
+    lg = rep["logging"]
+    print(f"logging cost (numba, {lg['threads']} threads, default ks, timed alternately):")
+    for b in lg["rows"]:
+        print(f"  {b['logging']:16s} {b['steps']:6d} {b['outcomes']:12d} {b['best_s']:8.3f} {b['median_s']:9.3f} "
+              f"{b['rate']:12.3e}")
+    print(f"  log_every=1 / log_every=steps = {lg['ratio']:.2f}  target >= {TARGET_LOGGING} "
+          f"[{'met' if lg['ratio'] >= TARGET_LOGGING else 'NOT met'}]")
 
 
 if __name__ == "__main__":

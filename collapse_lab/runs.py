@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["cached", "code_version", "provenance", "write_json", "atomic_write", "CACHE_DIR", "to_jsonable"]
+__all__ = ["cached", "cache_key", "cache_path", "load_cached", "store_cached", "code_version", "provenance",
+           "write_json", "atomic_write", "CACHE_DIR", "to_jsonable"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("COLLAPSE_LAB_CACHE", ROOT / ".cache" / "runs"))
@@ -119,11 +120,41 @@ def provenance(seed=None, config=None, wall_time: float | None = None) -> dict:
     }
 
 
-def cache_key(name: str, config: dict, *extra_files: str | Path) -> str:
-    """sha256 of (name, config JSON, code version) — 20 hex digits."""
-    blob = json.dumps({"name": name, "config": to_jsonable(config), "code": code_version(*extra_files)},
-                      sort_keys=True)
+def cache_key(name: str, config: dict, *extra_files: str | Path, code: str | None = None) -> str:
+    """sha256 of (name, config JSON, code version) — 20 hex digits. `code`: a precomputed
+    code_version(*extra_files) (a sweep hashes the sources once, not once per run)."""
+    code = code_version(*extra_files) if code is None else code
+    blob = json.dumps({"name": name, "config": to_jsonable(config), "code": code}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def cache_path(name: str, config: dict, *extra_files: str | Path, code: str | None = None) -> Path:
+    """Where `cached` stores the result of (name, config, code version): CACHE_DIR/<name>-<key>.npz."""
+    return CACHE_DIR / f"{name}-{cache_key(name, config, *extra_files, code=code)}.npz"
+
+
+def load_cached(path: str | Path, refresh: bool = False) -> dict[str, np.ndarray] | None:
+    """The arrays stored at `path`, or None when absent or refreshing (env COLLAPSE_LAB_REFRESH=1)."""
+    path = Path(path)
+    if refresh or os.environ.get("COLLAPSE_LAB_REFRESH") == "1" or not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def store_cached(path: str | Path, result: dict) -> dict[str, np.ndarray]:
+    """Atomically write a dict of arrays as npz at `path` (temp file + os.replace); returns the arrays."""
+    path = Path(path)
+    result = {k: np.asarray(v) for k, v in result.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **result)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return result
 
 
 def cached(name: str, config: dict, compute: Callable[[], dict[str, np.ndarray]], *extra_files,
@@ -133,18 +164,6 @@ def cached(name: str, config: dict, compute: Callable[[], dict[str, np.ndarray]]
     The key covers `config` and the code version (collapse_lab sources + `extra_files`).
     `refresh=True` (or env COLLAPSE_LAB_REFRESH=1) recomputes and overwrites.
     """
-    path = CACHE_DIR / f"{name}-{cache_key(name, config, *extra_files)}.npz"
-    refresh = refresh or os.environ.get("COLLAPSE_LAB_REFRESH") == "1"
-    if path.exists() and not refresh:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    result = {k: np.asarray(v) for k, v in compute().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **result)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return result
+    path = cache_path(name, config, *extra_files)
+    hit = load_cached(path, refresh)
+    return hit if hit is not None else store_cached(path, compute())

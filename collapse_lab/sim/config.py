@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 __all__ = ["SimConfig", "MODES", "BACKENDS", "OPTIMIZERS", "PARAMS", "DEFAULT_KS"]
 
@@ -25,7 +28,8 @@ class SimConfig:
     """'sampled' (G draws per prompt), 'mean_field' (exact expectation of one G-sample update),
     'flow' (exact expected gradient at G = infinity), iterated with step `lr`."""
     backend: str = "numba"
-    """'numba' (closed-form kernels) or 'torch' (autograd through the objective: ground truth)."""
+    """'numba' (closed-form kernels) or 'torch' (autograd through the objective: ground truth; mode
+    'sampled' only, refused for the deterministic modes, whose expectation has one implementation)."""
     steps: int = 100
     """Number of parameter updates."""
     lr: float = 0.1
@@ -71,42 +75,76 @@ class SimConfig:
         return d
 
     def validate(self, problem) -> None:
-        """Raise ValueError naming the first bad field and the allowed values."""
-        _choice("mode", self.mode, MODES)
-        _choice("backend", self.backend, BACKENDS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("param", self.param, PARAMS)
-        _positive_int("steps", self.steps, 0)
-        _positive_int("replicates", self.replicates, 1)
-        _positive_int("log_every", self.log_every, 1)
-        _positive_int("group_size", self.group_size, 1)
-        _positive_int("saturation_k", self.saturation_k, 1)
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        if not (0 < self.coverage_threshold < 1):
-            raise ValueError(f"coverage_threshold must be in (0, 1), got {self.coverage_threshold}")
-        if not (0 < self.saturation < 1):
-            raise ValueError(f"saturation must be in (0, 1), got {self.saturation}")
-        if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
-            raise ValueError(f"ks must be a non-empty list of integers >= 1, got {self.ks!r}")
+        """Raise ValueError naming the first bad field: `<field> = <value!r> is invalid; allowed: ...`.
+
+        Numbers must be finite and of their type (ints are int or numpy integers, never bools; floats
+        are real numbers, never bools); tuples hold ints within the problem's ranges.
+        """
+        P, K = problem.rewards.shape
+        for name, allowed in (("mode", MODES), ("backend", BACKENDS), ("optimizer", OPTIMIZERS),
+                              ("param", PARAMS)):
+            _choice(name, getattr(self, name), allowed)
+        if not isinstance(self.recipe, str):
+            _bad("recipe", self.recipe, "a recipe name string from collapse_lab.objective.RECIPES")
+        if not isinstance(self.overrides, dict):
+            _bad("overrides", self.overrides, "a dict of recipe keyword overrides")
+        for name, lo in (("steps", 0), ("group_size", 1), ("replicates", 1), ("log_every", 1),
+                         ("saturation_k", 1)):
+            _int(name, getattr(self, name), lo)
+        _float("lr", self.lr, 0.0, None, "a finite float > 0")
+        _float("adam_eps", self.adam_eps, 0.0, None, "a finite float > 0")
+        b = self.adam_betas
+        if not (isinstance(b, (tuple, list)) and len(b) == 2 and all(_is_real(x) and 0 <= x < 1 for x in b)):
+            _bad("adam_betas", b, "a pair (beta1, beta2) of floats in [0, 1)")
+        _float("coverage_threshold", self.coverage_threshold, 0.0, 1.0, "a float in (0, 1)")
+        _float("saturation", self.saturation, 0.0, 1.0, "a float in (0, 1)")
+        if not (isinstance(self.ks, (tuple, list)) and self.ks and all(_is_int(k) and k >= 1 for k in self.ks)):
+            _bad("ks", self.ks, "a non-empty tuple of ints >= 1")
+        if not isinstance(self.track, (tuple, list)) or not all(
+                isinstance(t, (tuple, list)) and len(t) == 3 and all(_is_int(x) for x in t)
+                and 0 <= t[0] < P and 0 <= t[1] < K and 0 <= t[2] < K for t in self.track):
+            _bad("track", self.track, f"a tuple of (prompt, i, j) int triples with prompt < P={P}, i, j < K={K}")
+        tp = self.train_prompts
+        if tp is not None and not (isinstance(tp, (tuple, list)) and tp
+                                   and all(_is_int(x) and 0 <= x < P for x in tp)):
+            _bad("train_prompts", tp, f"None or a non-empty tuple of int prompt indices in [0, {P})")
+        for name in ("snapshots", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                _bad(name, getattr(self, name), "True or False")
         if self.param != "tabular" and problem.features is None:
-            raise ValueError(f"param={self.param!r} needs problem.features; use param='tabular'")
+            _bad("param", self.param, "'tabular' (this problem has no features; linear/both need them)")
         if self.optimizer == "npg" and (self.param != "tabular" or self.mode == "sampled"):
-            raise ValueError("optimizer='npg' is defined for param='tabular' in flow/mean_field modes")
-        p, k = problem.rewards.shape
-        for t in self.track:
-            if len(t) != 3 or not (0 <= t[0] < p and 0 <= t[1] < k and 0 <= t[2] < k):
-                raise ValueError(f"track entries must be (prompt, i, j) within P={p}, K={k}; got {t!r}")
-        if self.train_prompts is not None and (
-                len(self.train_prompts) == 0 or any(not 0 <= x < p for x in self.train_prompts)):
-            raise ValueError(f"train_prompts must be non-empty indices in [0, {p}), got {self.train_prompts!r}")
+            _bad("optimizer", self.optimizer, "'sgd' or 'adam' ('npg' is defined for param='tabular' in "
+                 "flow/mean_field modes)")
+        if self.backend == "torch" and self.mode != "sampled":
+            _bad("backend", self.backend, f"'numba' for mode={self.mode!r} (its exact expectation has one "
+                 "implementation, dynamics.py; the torch backend differentiates sampled batches only)")
+
+
+def _bad(name, value, allowed):
+    raise ValueError(f"{name} = {value!r} is invalid; allowed: {allowed}")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_)) \
+        and math.isfinite(x)
 
 
 def _choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    if not isinstance(value, str) or value not in allowed:
+        _bad(name, value, ", ".join(allowed))
 
 
-def _positive_int(name, value, lo):
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+def _int(name, value, lo):
+    if not (_is_int(value) and value >= lo):
+        _bad(name, value, f"an int >= {lo}")
+
+
+def _float(name, value, lo, hi, allowed):
+    """Finite real strictly between lo and hi (None = unbounded)."""
+    if not (_is_real(value) and value > lo and (hi is None or value < hi)):
+        _bad(name, value, allowed)

@@ -118,16 +118,15 @@ def compositions(G: int, K: int) -> np.ndarray:
 def _kernel_grads(rec, z_rows, y, rewards, ref_lp):
     """recipe_grad on C single-prompt 'replicates' -> (g [C, K], coef [C, G])."""
     C, G = y.shape
-    ic, fp = recipe_codes(rec)
     z3 = np.ascontiguousarray(z_rows[:, None, :])
-    g, coef = np.zeros_like(z3), np.empty((C, 1, G))
+    K = z3.shape[2]
     zeros = np.zeros((C, 1))
-    kn.recipe_grad(z3, z3, np.empty((0, 0, 0)), np.ascontiguousarray(y[:, None, :]),
-                   np.zeros(1, np.int64), rewards[None], ref_lp[None], zeros, zeros,
-                   np.zeros((C, 1), np.uint8), -np.ones((C, 1, 1), np.int64), ic, fp, g, coef,
-                   np.empty((C, 1)), np.empty((C, 1), np.bool_),
-                   np.empty(C * (2 * G + 3 * z3.shape[2]) + 4 * C), 0.0, True)
-    return g[:, 0], coef[:, 0]
+    task = kn.Task(np.zeros(1, np.int64), rewards[None], ref_lp[None], -np.ones((1, 1), np.int64))
+    hist = kn.History(zeros, zeros, np.zeros((C, 1), np.uint8), -np.ones((C, 1, 1), np.int64))
+    out = kn.Out(np.zeros_like(z3), np.empty((C, 1, G)), np.empty((C, 1)), np.empty((C, 1), np.bool_))
+    kn.recipe_grad(z3, z3, kn.Draws(np.empty((0, 0, 0)), np.ascontiguousarray(y[:, None, :])), task, hist,
+                   recipe_codes(rec), out, kn.scratch(C, 1, G, K), kn.no_log_stats(), 0.0, True)
+    return out.g[:, 0], out.coef[:, 0]
 
 
 def mean_field_grad(rec, z, problem, tp, G, method="auto", max_compositions=200_000) -> np.ndarray:

@@ -9,18 +9,23 @@ METHODS §1-§4) with respect to the logits, for a batch of T = 1 responses:
     dL/dz_p = sum_{b in p} c_b (e_{y_b} - pi_p) - c_H (n_kept_p / Den) dH_p/dz
               + eta / Den_ref sum_{j ref of p} f_j (e_{y_j} - pi_p),      c_b = dL/dlogp_b.
 
-It runs in three phases: (1) per group: softmax, inverse-CDF draws, rewards and shaping; (2) per
-replicate: batch normalisers (aggregation denominator, batch std, ISAC mean); (3) per group:
-advantages, weights, surrogate and regulariser gradients (and the fused tabular SGD step).
+It runs in three phases: `_sample_and_shape` (per group: softmax, inverse-CDF draws, rewards and
+shaping, and the logged statistics of the softmax it holds), `_batch_normalisers` (per replicate:
+aggregation denominator, batch std, ISAC mean) and `_group_gradient` (per group: advantages,
+weights, surrogate and regulariser gradients, and the fused tabular SGD step). Its arguments come
+in named groups (namedtuples `Draws`, `Task`, `History`, `RecipeCodes`, `Out`, `LogStats`).
 tests/sim/test_parity.py pins it to torch autograd through the objective to 1e-10.
 """
 
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit, prange
+
+from .metric_kernels import GRAD_L1, N_STATS, grad_l1, row_stats, softmax_row  # noqa: F401  (re-exported)
 
 # integer code slots (ic) ------------------------------------------------------------------------
 ADV, STD, DDOF, PASSK_K, AGG, DYN, IPS, KL, KL_IN_REWARD, DPH, NW, W0, W1, W2 = range(14)
@@ -35,6 +40,23 @@ A_GRPO, A_DR, A_RLOO, A_REINFORCE, A_PASSK, A_UNLIKELY = range(6)
 W_ISAC, W_ZERO, W_BBG = 1, 2, 3
 D_K1, D_K2, D_K3, D_FORWARD, D_JS, D_ALPHA = range(6)
 LOG2 = math.log(2.0)
+
+# argument groups of recipe_grad (numba namedtuples: named fields, no runtime cost) -----------------
+Draws = namedtuple("Draws", ["u", "y"])
+Task = namedtuple("Task", ["tp", "rewards", "ref_lp", "corr_idx"])
+History = namedtuple("History", ["prior_s", "prior_n", "pef", "ref_y"])
+RecipeCodes = namedtuple("RecipeCodes", ["ic", "fp"])
+Out = namedtuple("Out", ["g", "coef", "n_succ", "varied"])
+LogStats = namedtuple("LogStats", ["on", "threshold", "stats"])
+Scratch = namedtuple("Scratch", ["xs", "old", "lp", "pi", "norm", "cum"])
+"""recipe_grad's scratch: xs [R, Pt, G] pre-advantage rewards (shaped, unlikeliness-scaled),
+old [R, Pt, G] behaviour log-probs of the samples, lp / pi [R, Pt, K] policy log-probs / probs,
+norm [R, 4] per-replicate normalisers, cum [R, Pt, K] CDF scratch."""
+
+
+def no_log_stats(R=0, P=0):
+    """LogStats switched off (a [R, P, N_STATS] buffer that recipe_grad does not touch)."""
+    return LogStats(False, 0.0, np.empty((R, P, N_STATS)))
 
 
 @njit(cache=True, error_model="numpy")
@@ -152,23 +174,6 @@ def group_stats(x, G, ddof):
 
 
 @njit(cache=True, error_model="numpy")
-def softmax_row(z, lp, pi):
-    """lp = log softmax(z), pi = softmax(z) for one row [K] (one exp per entry)."""
-    m = z[0]
-    for k in range(1, z.shape[0]):
-        m = max(m, z[k])
-    s = 0.0
-    for k in range(z.shape[0]):
-        pi[k] = math.exp(z[k] - m)
-        s += pi[k]
-    ls = m + math.log(s)
-    inv = 1.0 / s
-    for k in range(z.shape[0]):
-        lp[k] = z[k] - ls
-        pi[k] = pi[k] * inv
-
-
-@njit(cache=True, error_model="numpy")
 def softmax_probs(z, out):
     """out = softmax(z) for one row [K]; returns log sum exp(z) (so log softmax = z - lse)."""
     m = z[0]
@@ -205,56 +210,75 @@ def draw_row(pi, u, out, cum):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def recipe_grad(z, qz, u, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g, coef,
-                n_succ, varied, work, lr_fused, by_replicate):
+def recipe_grad(z, qz, draws, task, hist, codes, out, sc, log, lr_fused, by_replicate):
     """Closed-form dL/dz of `Recipe.loss` for every replicate (module docstring).
 
-    z, qz [R, P, K] policy and sampling logits; u [R, Pt, G] uniforms: when u.size > 0 the outcomes
-    y [R, Pt, G] of the trained prompts tp [Pt] are drawn here from softmax(qz) (as
-    `sample_outcomes`), else y is an input. rewards, ref_lp [P, K]; prior_s, prior_n [R, P] history
-    counts; pef [R, P] (DPH D_pef flag); ref_y [R, P, NR] stored reference outcomes (-1 = none).
-    Out: g [R, P, K] (rows off tp are not written: callers zero them once), coef [R, Pt, G] =
-    dL/dlogp_b of the policy and KL terms, n_succ [R, Pt] raw successes per group, varied [R, Pt]
-    group rewards not all equal. work: float buffer of >= R Pt (2 G + 3 K) + 4 R entries, reused
-    across steps. lr_fused > 0: also take the tabular SGD step z[r, tp] -= lr_fused g[r, tp].
+    z, qz [R, P, K] policy and sampling logits; argument groups (namedtuples above):
+    draws  Draws(u [R, Pt, G], y [R, Pt, G]): when u.size > 0 the outcomes y of the trained prompts
+           are drawn here from softmax(qz) (as `sample_outcomes`), else y is an input.
+    task   Task(tp [Pt] trained prompts, rewards [P, K], ref_lp [P, K], corr_idx [P, C] correct
+           outcomes per prompt, -1 padded (metric_kernels.correct_index)).
+    hist   History(prior_s, prior_n [R, P] history counts, pef [R, P] uint8 DPH D_pef flag,
+           ref_y [R, P, NR] stored reference outcomes, -1 = none).
+    codes  RecipeCodes(ic [N_IC], fp [N_FP]) from spec.recipe_codes.
+    out    Out(g [R, P, K] (rows off tp are not written: callers zero them once), coef [R, Pt, G] =
+           dL/dlogp_b of the policy and KL terms, n_succ [R, Pt] raw successes per group, varied [R, Pt]
+           group rewards not all equal).
+    sc     Scratch buffers (`scratch(R, Pt, G, K)`), reused across steps.
+    log    LogStats(on, threshold, stats [R, P, N_STATS]): when on, the logged statistics of the
+           pre-update policy of each trained prompt (metric_kernels.row_stats) from the softmax
+           computed here anyway.
+    lr_fused > 0: also take the tabular SGD step z[r, tp] -= lr_fused g[r, tp].
     by_replicate: one parallel region over replicates (R >= threads) instead of three over
     (replicate, prompt) pairs; the arithmetic and its order are the same either way.
     """
-    R, Pt, G = y.shape
-    K = z.shape[2]
-    n = R * Pt
-    xs = work[:n * G].reshape((R, Pt, G))  # pre-advantage rewards (shaped, unlikeliness-scaled)
-    old = work[n * G:2 * n * G].reshape((R, Pt, G))  # behaviour log-probs of the samples
-    lpw = work[2 * n * G:2 * n * G + n * K].reshape((R, Pt, K))  # policy log-probs
-    piw = work[2 * n * G + n * K:2 * n * (G + K)].reshape((R, Pt, K))  # policy probs
-    norm = work[2 * n * (G + K):2 * n * (G + K) + 4 * R].reshape((R, 4))  # per-replicate normalisers
-    cum = work[2 * n * (G + K) + 4 * R:2 * n * (G + K) + 4 * R + n * K].reshape((R, Pt, K))  # CDF scratch
+    R, Pt = draws.y.shape[0], draws.y.shape[1]
+    # the groups are unpacked here, outside the parallel loops: numba 0.68 loses writes made through
+    # a namedtuple's fields inside a prange body, and the inlined phases take plain arrays
+    u, y = draws.u, draws.y
+    tp, rewards, ref_lp, correct = task.tp, task.rewards, task.ref_lp, task.corr_idx
+    prior_s, prior_n, pef, ref_y = hist.prior_s, hist.prior_n, hist.pef, hist.ref_y
+    ic, fp = codes.ic, codes.fp
+    g, coef, n_succ, varied = out.g, out.coef, out.n_succ, out.varied
+    xs, old, lpw, piw, norm, cum = sc.xs, sc.old, sc.lp, sc.pi, sc.norm, sc.cum
+    on, thr, stats = log.on, log.threshold, log.stats
     if by_replicate:
         for r in prange(R):
             for j in range(Pt):
-                _phase1(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n_succ, varied,
-                        cum)
-            _phase2(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm)
+                _sample_and_shape(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n_succ,
+                                  varied, cum, on, correct, thr, stats)
+            _batch_normalisers(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm)
             for j in range(Pt):
-                _phase3(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g, coef,
-                        xs, old, lpw, piw, n_succ, varied, norm, lr_fused)
+                _group_gradient(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g, coef,
+                                xs, old, lpw, piw, n_succ, varied, norm, lr_fused, on, stats)
     else:
-        for i in prange(n):
-            _phase1(i // Pt, i % Pt, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw,
-                    n_succ, varied, cum)
+        for i in prange(R * Pt):
+            _sample_and_shape(i // Pt, i % Pt, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw,
+                              n_succ, varied, cum, on, correct, thr, stats)
         for r in prange(R):
-            _phase2(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm)
-        for i in prange(n):
-            _phase3(i // Pt, i % Pt, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g,
-                    coef, xs, old, lpw, piw, n_succ, varied, norm, lr_fused)
+            _batch_normalisers(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm)
+        for i in prange(R * Pt):
+            _group_gradient(i // Pt, i % Pt, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp,
+                            g, coef, xs, old, lpw, piw, n_succ, varied, norm, lr_fused, on, stats)
+
+
+def scratch(R, Pt, G, K) -> Scratch:
+    """Fresh scratch buffers of recipe_grad (allocate once per run and reuse: no page faults per step)."""
+    return Scratch(np.empty((R, Pt, G)), np.empty((R, Pt, G)), np.empty((R, Pt, K)), np.empty((R, Pt, K)),
+                   np.empty((R, 4)), np.empty((R, Pt, K)))
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _phase1(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n_succ, varied, cum):
-    """Sampling, raw rewards, group success count, shaping (KL-in-reward, IPS), unlikeliness ranks."""
+def _sample_and_shape(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n_succ, varied, cum,
+                      log_on, correct, threshold, stats):
+    """Softmax of the group's prompt, inverse-CDF draws, raw rewards, success count, reward shaping
+    (KL-in-reward, IPS), unlikeliness ranks -> xs[r, j]; and, when log_on, the logged statistics of
+    that softmax -> stats[r, tp[j]] (metric_kernels.row_stats)."""
     p, G = tp[j], y.shape[2]
     lp, pi, cr = lpw[r, j], piw[r, j], cum[r, j]
     softmax_row(z[r, p], lp, pi)
+    if log_on:
+        row_stats(lp, pi, correct[p], ref_lp[p], threshold, stats[r, p])
     off = ic[OFF_POLICY] == 1
     lse_q = 0.0
     if off:  # sampling distribution softmax(qz) into the CDF scratch row (in-place prefix sum below)
@@ -294,7 +318,7 @@ def _phase1(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, lpw, piw, n
 
 
 @njit(cache=True, error_model="numpy")
-def _phase2(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm):
+def _batch_normalisers(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm):
     """Batch-level normalisers of replicate r (METHODS §4): norm[r] = (Den, Den_ref, batch std,
     ISAC mean multiplier)."""
     Pt, G = y.shape[1], y.shape[2]
@@ -329,9 +353,10 @@ def _phase2(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _phase3(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g, coef, xs, old,
-            lpw, piw, n_succ, varied, norm, lr_fused):
-    """Advantages, weights, clipped surrogate, KL/entropy/DPH terms -> g[r, tp[j]] (and the step)."""
+def _group_gradient(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, fp, g, coef, xs, old,
+                    lpw, piw, n_succ, varied, norm, lr_fused, log_on, stats):
+    """Advantages, weights, clipped surrogate, KL/entropy/DPH terms -> g[r, tp[j]] (and the step);
+    when log_on, stats[r, tp[j], GRAD_L1] = sum_k |g[r, tp[j], k]| (for the saturated share)."""
     p, G, K = tp[j], y.shape[2], z.shape[2]
     lp, pi, adv = lpw[r, j], piw[r, j], coef[r, j]  # advantages live in coef until overwritten
     group_advantage(xs[r, j], ic, fp, norm[r, 2], adv)
@@ -372,6 +397,8 @@ def _phase3(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_y, ic, f
             g[r, p, yq] += cq
             for k in range(K):
                 g[r, p, k] -= cq * pi[k]
+    if log_on:
+        stats[r, p, GRAD_L1] = grad_l1(g[r, p])
     if lr_fused > 0.0:
         for k in range(K):
             z[r, p, k] -= lr_fused * g[r, p, k]

@@ -27,22 +27,22 @@ def sample_numpy(qz: np.ndarray, tp: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.minimum(y, qz.shape[-1] - 1).astype(np.int64)
 
 
-def _batch(rec, lp, problem, tp, y, r, ctx) -> Batch:
-    """The objective's Batch for replicate r (module docstring)."""
+def _batch(rec, lp, problem, tp, y, r, state) -> Batch:
+    """The objective's Batch for replicate r (module docstring); state: state.RunState."""
     G = y.shape[2]
     pb = torch.from_numpy(np.repeat(tp, G))
     yb = torch.from_numpy(y[r].reshape(-1))
     R = torch.from_numpy(problem.rewards)
-    ref_lp = torch.from_numpy(ctx["ref_lp"])
+    ref_lp = torch.from_numpy(state.ref_lp)
     old = None
     if rec.memory is not None:
-        old = F.log_softmax(torch.from_numpy(ctx["qz"][r]), -1)[pb, yb]
+        old = F.log_softmax(torch.from_numpy(state.qz[r]), -1)[pb, yb]
     refs = None
     if rec.dph is not None:
-        sel = ctx["pef"][r][:, None] & (ctx["ref_y"][r] >= 0)  # (P, NR) stored samples of D_pef
+        sel = state.pef[r][:, None] & (state.ref_y[r] >= 0)  # (P, NR) stored samples of D_pef
         sel[~np.isin(np.arange(sel.shape[0]), tp)] = False
         pr, q = np.nonzero(sel)
-        yr = ctx["ref_y"][r][pr, q]
+        yr = state.ref_y[r][pr, q]
         if len(pr):
             pr_t, yr_t = torch.from_numpy(pr), torch.from_numpy(yr)
             refs = RefSamples(lp[pr_t, yr_t], ref_lp[pr_t, yr_t])
@@ -51,12 +51,12 @@ def _batch(rec, lp, problem, tp, y, r, ctx) -> Batch:
     entropy = -(lp.exp() * lp).sum(-1)[pb]
     return Batch(logp=lp[pb, yb], rewards=R[pb, yb], group=pb, old_logp=old, outcome=yb,
                  ref_logp=ref_lp[pb, yb], entropy=entropy, ref_samples=refs,
-                 prior_success=torch.from_numpy(ctx["prior_s"][r][pb.numpy()]),
-                 prior_trials=torch.from_numpy(ctx["prior_n"][r][pb.numpy()]),
-                 pef=torch.from_numpy(ctx["pef"][r][pb.numpy()]) if rec.dph is not None else None)
+                 prior_success=torch.from_numpy(state.prior_s[r][pb.numpy()]),
+                 prior_trials=torch.from_numpy(state.prior_n[r][pb.numpy()]),
+                 pef=torch.from_numpy(state.pef[r][pb.numpy()]) if rec.dph is not None else None)
 
 
-def torch_grads(rec, params, problem, tp, y, ctx) -> tuple[dict, np.ndarray, list]:
+def torch_grads(rec, params, problem, tp, y, state) -> tuple[dict, np.ndarray, list]:
     """Autograd gradients of `rec.loss` per replicate -> ({'theta': [R,P,K], 'w': [R,D]}, g_z, diags)."""
     R = y.shape[0]
     z0 = torch.from_numpy(params.z0)
@@ -71,7 +71,7 @@ def torch_grads(rec, params, problem, tp, y, ctx) -> tuple[dict, np.ndarray, lis
             z = z + torch.einsum("pkd,d->pk", phi, leaves["w"])
         z.retain_grad()
         lp = F.log_softmax(z, -1)
-        loss, diag = rec.loss(_batch(rec, lp, problem, tp, y, r, ctx))
+        loss, diag = rec.loss(_batch(rec, lp, problem, tp, y, r, state))
         loss.backward()
         for name, leaf in leaves.items():
             grads[name][r] = leaf.grad.numpy()

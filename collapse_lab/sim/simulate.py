@@ -13,6 +13,9 @@ dynamics (METHODS §5 recipes from collapse_lab.objective):
     flow        exact expected gradient at G = infinity (dynamics.flow_grad), R = 1.
 The numba path reuses its buffers across steps and, for tabular SGD, takes the step inside the
 kernel (z -= lr g); the torch path builds the objective's Batch and uses autograd (reference.py).
+Per-run state outside the parameters lives in a typed RunState (state.py). Logged metrics are
+numba (metric_kernels.py); on the numba sampled path the kernel computes them from the softmax it
+holds, so the row of a logged step t is completed during step t + 1 (or by a final pass).
 RNG protocol (both backends, so they see the same samples): [DPH: u_pre [R, Pt, n_pre]], then per
 step u [R, Pt, G]; y = #{k < K-1 : u >= cumsum(softmax(sampling logits))_k}.
 """
@@ -32,7 +35,8 @@ from .dynamics import flow_grad, mean_field_grad
 from .params import Params
 from .problems import softmax_np
 from .reference import sample_numpy, torch_grads, torch_memory_update
-from .spec import check_supported, recipe_codes
+from .spec import check_supported
+from .state import RunState
 from .trajectory import Logger, Trajectory
 
 __all__ = ["simulate", "build_recipe"]
@@ -41,9 +45,9 @@ _GROUP_RELATIVE = ("grpo", "dr_grpo", "rloo", "passk", "unlikeliness")
 
 
 def build_recipe(cfg: SimConfig):
-    """The objective Recipe of cfg (ValueError names cfg.recipe / cfg.overrides on failure)."""
+    """The objective Recipe of cfg (ValueError names cfg.recipe / cfg.overrides / cfg.group_size)."""
     if not isinstance(cfg.recipe, str):
-        raise ValueError(f"recipe must be a recipe name string, got {cfg.recipe!r}")
+        raise ValueError(f"recipe = {cfg.recipe!r} is invalid; allowed: a recipe name string")
     try:
         rec = make_recipe(cfg.recipe, **dict(cfg.overrides))
     except ValueError as e:
@@ -52,10 +56,11 @@ def build_recipe(cfg: SimConfig):
         raise ValueError(f"overrides: {e}") from None
     check_supported(rec)
     if cfg.group_size < 2 and rec.advantage.kind in _GROUP_RELATIVE and cfg.mode != "flow":
-        raise ValueError(f"group_size must be >= 2 for recipe {cfg.recipe!r} (advantage "
-                         f"{rec.advantage.kind!r} is group-relative), got {cfg.group_size}")
+        raise ValueError(f"group_size = {cfg.group_size!r} is invalid; allowed: an int >= 2 for recipe "
+                         f"{cfg.recipe!r} (advantage {rec.advantage.kind!r} is group-relative)")
     if rec.advantage.kind == "passk" and cfg.mode != "flow" and rec.advantage.k > cfg.group_size:
-        raise ValueError(f"group_size must be >= passk k={rec.advantage.k}, got {cfg.group_size}")
+        raise ValueError(f"group_size = {cfg.group_size!r} is invalid; allowed: an int >= passk "
+                         f"k={rec.advantage.k}")
     return rec
 
 
@@ -81,41 +86,49 @@ def _simulate(problem, cfg, seed):
     P, K = problem.rewards.shape
     tp = np.arange(P) if cfg.train_prompts is None else np.asarray(sorted(set(cfg.train_prompts)), np.int64)
     params = Params.init(problem, cfg, R)
-    ctx = _context(problem, rec, cfg, rng, R, tp)
-    log = Logger(problem, cfg, R)
+    state = RunState.init(problem, rec, cfg, rng, R, tp)
+    log = Logger(problem, cfg, R, state.ref_lp)
     z = params.logits()
-    log.record(0, z, None)
+    log.measure(z, 0)
+    log.open_row(0, z, None, None)
+    log.close_row()
     t0 = time.perf_counter()
     bar = _progress(cfg)
     for step in range(1, cfg.steps + 1):
         logged = step % cfg.log_every == 0 or step == cfg.steps
-        pre_mass = np.clip((softmax_np(z) * problem.correct).sum(-1), 0, 1) if logged else None
+        # statistics of z (after step - 1 updates): from the kernel's softmax, else a standalone pass
+        in_kernel = state.fused_stats and (logged or log.pending is not None)
+        if logged and not in_kernel and log.measured != step - 1:
+            log.measure(z, step - 1)  # the saturation share needs the pre-update correct mass
         if cfg.mode == "sampled":
-            gz, grads, stats = _sampled_grads(problem, cfg, rec, params, z, tp, ctx, rng)
+            gz, grads, zero_var = _sampled_grads(problem, cfg, rec, params, z, state, rng,
+                                                 log.kernel_stats(in_kernel))
         else:
             fn = flow_grad if cfg.mode == "flow" else mean_field_grad
             args = () if cfg.mode == "flow" else (cfg.group_size,)
             gz = fn(rec, z[0], problem, tp, *args)[None]
-            grads, stats = params.grads_from_logits(gz), _expected_stats(problem, z, tp, cfg)
-        if logged:
-            stats.update(gz=gz, pre_mass=pre_mass)
+            grads, zero_var = params.grads_from_logits(gz), _expected_zero_var(problem, z, tp, cfg)
+        if in_kernel:
+            log.mark_measured(step - 1)
+            log.close_row()  # the row of step - 1, if it was logged
+        saturated = log.saturated(None if in_kernel else gz) if logged else None
         if grads is None:  # fused tabular SGD: the kernel already stepped z in place
             params.t += 1
         else:
             params.step(grads, softmax_np(z) if cfg.optimizer == "npg" else None)
             z = params.logits()
         if logged:
-            if not np.isfinite(z).all():
-                raise FloatingPointError(f"simulate: non-finite logits at step {step} (recipe {cfg.recipe!r}, "
-                                         f"lr={cfg.lr}, optimizer={cfg.optimizer!r}); lower lr")
-            log.record(step, z, stats)
+            log.open_row(step, z, zero_var, saturated)
+            if not (state.fused_stats and step < cfg.steps):  # else completed by the next kernel call
+                log.measure(z, step)
+                log.close_row()
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    if ctx["lr_fused"] > 0:
+    if state.lr_fused > 0:
         params.theta[:] = z - problem.logits
-    extra = {"dph_pef_frac": float(ctx["pef"][:, tp].mean())} if rec.dph is not None else {}
+    extra = {"dph_pef_frac": float(state.pef[:, tp].mean())} if rec.dph is not None else {}
     return log.trajectory(params, z, recipe=rec.to_dict(), seed=seed, wall_s=time.perf_counter() - t0,
                           **extra)
 
@@ -128,77 +141,41 @@ def _progress(cfg):
     return tqdm(total=cfg.steps, desc=f"{cfg.recipe}/{cfg.mode}")
 
 
-def _context(problem, rec, cfg, rng, R, tp) -> dict:
-    """Per-run state outside the parameters: history counts, memory logits, DPH split."""
-    P, K = problem.rewards.shape
-    ref_lp = np.log(problem.base_probs())
-    ctx = {"ref_lp": ref_lp, "prior_s": np.zeros((R, P)), "prior_n": np.zeros((R, P)),
-           "pef": np.zeros((R, P), bool), "ref_y": -np.ones((R, P, 1), np.int64),
-           "zmem": np.zeros((R, P, K)) if rec.memory is not None else None}
-    if rec.dph is not None and cfg.mode == "sampled":
-        u = rng.random((R, len(tp), rec.dph.n_pre))  # drawn once, before any training uniforms
-        z0 = np.broadcast_to(problem.logits, (R, P, K))
-        y = sample_numpy(np.ascontiguousarray(z0), tp, u)  # (R, Pt, n_pre)
-        solved = problem.rewards[tp[None, :, None], y] >= 1.0
-        ctx["pef"][:, tp] = solved.all(-1)
-        n_ref = min(rec.dph.n_ref, rec.dph.n_pre)
-        ref_y = -np.ones((R, P, n_ref), np.int64)
-        ref_y[:, tp] = np.where(ctx["pef"][:, tp, None], y[:, :, :n_ref], -1)
-        ctx["ref_y"] = ref_y
-    ctx["ic"], ctx["fp"] = recipe_codes(rec)
-    fused = (cfg.mode, cfg.backend, cfg.param, cfg.optimizer) == ("sampled", "numba", "tabular", "sgd")
-    ctx["lr_fused"] = float(cfg.lr) if fused else 0.0
-    return ctx
-
-
-def _sampled_grads(problem, cfg, rec, params, z, tp, ctx, rng):
-    """One stochastic update's gradients and per-group statistics (module docstring)."""
-    R, G = z.shape[0], cfg.group_size
+def _sampled_grads(problem, cfg, rec, params, z, state, rng, log_stats):
+    """One stochastic update: (g_z [R, P, K], parameter grads or None when the kernel stepped z,
+    zero-variance group share [R]) (module docstring)."""
+    R, G, tp = z.shape[0], cfg.group_size, state.tp
     u = rng.random((R, len(tp), G))
-    qz = z if rec.memory is None else z - rec.memory.mu * ctx["zmem"]
-    ctx["qz"] = qz
+    qz = z if rec.memory is None else z - rec.memory.mu * state.zmem
+    state.qz = qz
     if cfg.backend == "numba":
-        if "work" not in ctx:
-            ctx["work"] = _work(z.shape, len(tp), G)
-        w = ctx["work"]
-        kn.recipe_grad(z, qz, u, w["y"], tp, problem.rewards, ctx["ref_lp"], ctx["prior_s"],
-                       ctx["prior_n"], ctx["pef"].view(np.uint8), ctx["ref_y"], ctx["ic"], ctx["fp"],
-                       w["gz"], w["coef"], w["succ"], w["varied"], w["buf"], ctx["lr_fused"],
-                       z.shape[0] >= numba.get_num_threads())
-        y, gz, succ, varied = w["y"], w["gz"], w["succ"], w["varied"]
-        grads = None if ctx["lr_fused"] > 0 else params.grads_from_logits(gz)
+        y, out, sc = state.buffers(z.shape, G)
+        kn.recipe_grad(z, qz, kn.Draws(u, y), state.task(problem), state.history(), state.codes, out, sc,
+                       log_stats, state.lr_fused, R >= numba.get_num_threads())
+        gz, succ, varied = out.g, out.n_succ, out.varied
+        grads = None if state.lr_fused > 0 else params.grads_from_logits(gz)
     else:
         y = sample_numpy(qz, tp, u)
-        grads, gz, _ = torch_grads(rec, params, problem, tp, y, ctx)
+        grads, gz, _ = torch_grads(rec, params, problem, tp, y, state)
         r = problem.rewards[tp[None, :, None], y]  # (R, Pt, G)
         succ, varied = (r >= 1.0).sum(-1), r.max(-1) > r.min(-1)
-    stats = {"zero_var": 1.0 - varied.mean(-1)}
-    ctx["prior_s"][:, tp] += succ
-    ctx["prior_n"][:, tp] += G
+    state.prior_s[:, tp] += succ
+    state.prior_n[:, tp] += G
     if rec.memory is not None:
         if cfg.backend == "numba":
-            kn.memory_update(ctx["zmem"], y, tp, rec.memory.lr, float(len(tp) * G))
+            kn.memory_update(state.zmem, y, tp, rec.memory.lr, float(len(tp) * G))
         else:
-            torch_memory_update(ctx["zmem"], y, tp, rec.memory.lr)
-    return gz, grads, stats
+            torch_memory_update(state.zmem, y, tp, rec.memory.lr)
+    return gz, grads, 1.0 - varied.mean(-1)
 
 
-def _work(shape, n_train, G) -> dict:
-    """Buffers reused by every numba step (allocated once: no page faults per step)."""
-    R, P, K = shape
-    return {"y": np.empty((R, n_train, G), np.int64), "coef": np.empty((R, n_train, G)),
-            "gz": np.zeros(shape), "succ": np.empty((R, n_train)),
-            "varied": np.empty((R, n_train), np.bool_),
-            "buf": np.empty(R * n_train * (2 * G + 3 * K) + 4 * R)}
-
-
-def _expected_stats(problem, z, tp, cfg) -> dict:
+def _expected_zero_var(problem, z, tp, cfg) -> np.ndarray:
     """Expected zero-variance-group fraction: sum over reward levels v of (mass on v)^G (0 in flow)."""
     pi = softmax_np(z[0][tp])
     r = problem.rewards[tp]
     if cfg.mode == "flow":
-        return {"zero_var": np.array([float(np.mean(r.max(1) == r.min(1)))])}
+        return np.array([float(np.mean(r.max(1) == r.min(1)))])
     frac = np.zeros(len(tp))
     for v in np.unique(r):
         frac += (np.where(r == v, pi, 0.0).sum(1)) ** cfg.group_size
-    return {"zero_var": np.array([frac.mean()])}
+    return np.array([frac.mean()])

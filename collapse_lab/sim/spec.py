@@ -33,8 +33,8 @@ def check_supported(rec: Recipe) -> None:
         raise ValueError("only the IPS reward shaper is known to the simulator")
 
 
-def recipe_codes(rec: Recipe, max_len: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(ic int64 [N_IC], fp float64 [N_FP]) for `kernels.recipe_grad`."""
+def recipe_codes(rec: Recipe, max_len: int = 1) -> kn.RecipeCodes:
+    """RecipeCodes(ic int64 [N_IC], fp float64 [N_FP]) for `kernels.recipe_grad` (unpacks as a pair)."""
     check_supported(rec)
     ic = np.zeros(kn.N_IC, dtype=np.int64)
     fp = np.zeros(kn.N_FP, dtype=np.float64)
@@ -68,4 +68,4 @@ def recipe_codes(rec: Recipe, max_len: int = 1) -> tuple[np.ndarray, np.ndarray]
     ic[kn.ENT] = int(rec.needs_entropy)
     fp[kn.ENT_COEF] = rec.entropy.coef if rec.entropy is not None else 0.0
     fp[kn.THRESH] = 1.0
-    return ic, fp
+    return kn.RecipeCodes(ic, fp)

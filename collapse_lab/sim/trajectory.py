@@ -2,10 +2,12 @@
 
 Per replicate r and logged step l (L logged steps, step 0 included):
     pass_at_k [R, L, nk]   mean over prompts of 1 - (1 - P_x)^k  (metrics.pass_at_k_exact)
-    correct_mass [R, L, P] P_x = sum of pi over correct outcomes
-    entropy [R, L]         mean over prompts of H(pi_x) (nats)
+    correct_mass [R, L, P] P_x = sum of pi over correct outcomes (clipped to [0, 1])
+    entropy [R, L]         mean over prompts of H(pi_x) (nats; metrics.correct_entropy, no mask)
     coverage [R, L]        mean over prompts with correct outcomes of the share with pi > threshold
+                           (metrics.coverage)
     effective_modes [R, L] mean over those prompts of exp(H(correct distribution))
+                           (metrics.effective_modes)
     kl [R, L]              mean over prompts of KL(pi_x || base_x) (objective.categorical_divergence)
     zero_var_frac [R, L]   share of trained groups whose rewards were all equal in the update that
                            produced this step (expected value in mean_field; NaN at step 0)
@@ -13,6 +15,9 @@ Per replicate r and logged step l (L logged steps, step 0 included):
                            exceeded `saturation` before the update (NaN at step 0)
     log_ratios [R, L, n]   z_i - z_j = log(pi_i/pi_j) for each tracked (prompt, i, j)
     probs [R, L, P, K]     optional snapshots
+
+The numbers are computed by numba (metric_kernels.py: a second implementation of those functions,
+pinned to them to 1e-12 by tests/sim/test_logging.py), mostly inside the simulator's kernel.
 """
 
 from __future__ import annotations
@@ -20,10 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from .. import metrics
-from ..objective import categorical_divergence
+from . import metric_kernels as mk
+from .kernels import LogStats
 from .problems import softmax_np
 
 __all__ = ["Trajectory", "Logger"]
@@ -62,45 +66,79 @@ class Trajectory:
 
 
 class Logger:
-    """Accumulates the metrics of the module docstring at each logged step."""
+    """Fills the metrics of the module docstring at each logged step (numba: metric_kernels).
 
-    def __init__(self, problem, cfg, R):
+    Protocol (simulate.py): `measure(z, step)` computes the per-prompt statistics of logits z, or the
+    kernel computes them from the softmax it holds (then `mark_measured(step)`); `open_row` starts
+    the row of a logged step (tracked log-ratios, snapshot, update statistics) and `close_row`
+    completes it from the statistics once they describe that step's logits. With the fused kernel
+    the row of step t is completed during step t + 1, whose kernel softmaxes exactly those logits.
+    """
+
+    def __init__(self, problem, cfg, R, base_lp):
+        P, _ = problem.rewards.shape
         self.problem, self.cfg, self.R = problem, cfg, R
+        self.corr_idx, self.base_lp = mk.correct_index(problem.correct), base_lp  # (P, C), (P, K)
+        self.m_star = mk.saturation_mass(float(cfg.saturation_k), float(cfg.saturation))
+        self.has_correct = problem.correct.any(1)  # (P,)
+        self.ks = np.asarray(cfg.ks, float)
+        self.stats = np.zeros((R, P, mk.N_STATS))  # per-prompt statistics of the logits at `measured`
+        self.measured = -1
+        self.pending: dict | None = None
         self.rows: list[dict] = []
-        self.has_correct = problem.correct.any(1)
-        self.base = torch.from_numpy(problem.logits)
 
-    def record(self, step: int, z: np.ndarray, stats: dict | None) -> None:
-        cfg, pr = self.cfg, self.problem
-        pi = softmax_np(z)  # (R, P, K)
-        mass = np.clip((pi * pr.correct).sum(-1), 0.0, 1.0)  # (R, P)
-        ks = np.asarray(cfg.ks, float)
-        row = {"step": step, "correct_mass": mass,
-               "pass_at_k": metrics.pass_at_k_exact(mass[..., None], ks).mean(1),
-               "entropy": metrics.correct_entropy(pi).mean(1),  # no mask: H(pi) over all outcomes
-               "coverage": self._over_correct(metrics.coverage(pi, pr.correct, cfg.coverage_threshold)),
-               "effective_modes": self._over_correct(metrics.effective_modes(pi, pr.correct)),
-               "kl": categorical_divergence(torch.from_numpy(z), self.base.expand(z.shape),
-                                            "reverse_kl").numpy().mean(1),
-               "log_ratios": np.stack([z[:, p, i] - z[:, p, j] for p, i, j in cfg.track], -1)
-               if cfg.track else np.zeros((self.R, 0))}
-        nan = np.full(self.R, np.nan)
-        row["zero_var_frac"] = nan if stats is None else np.broadcast_to(stats["zero_var"], (self.R,))
-        row["saturated_share"] = nan if stats is None else self._saturated(stats["gz"], stats["pre_mass"])
+    def measure(self, z: np.ndarray, step: int) -> None:
+        """Standalone statistics pass over logits z [R, P, K] (the logits after `step` updates)."""
+        mk.prompt_stats(z, self.corr_idx, self.base_lp, float(self.cfg.coverage_threshold), self.stats)
+        self.measured = step
+
+    def mark_measured(self, step: int) -> None:
+        """The kernel just wrote the statistics of the logits after `step` updates."""
+        self.measured = step
+
+    def kernel_stats(self, on: bool):
+        """The kernel's `log` argument group (kernels.LogStats)."""
+        return LogStats(on, float(self.cfg.coverage_threshold), self.stats)
+
+    def saturated(self, gz: np.ndarray | None) -> np.ndarray:
+        """Share of sum |dL/dz| [R] on prompts whose pass@saturation_k, measured on the logits before
+        the update (self.stats), exceeds cfg.saturation. gz [R, P, K]; None: the kernel already wrote
+        the per-prompt |dL/dz|_1 into the statistics."""
+        if gz is not None:
+            mk.grad_l1_rows(np.ascontiguousarray(gz), self.stats)
+        out = np.empty(self.R)
+        mk.saturated_share(self.stats, self.m_star, out)
+        return out
+
+    def open_row(self, step: int, z: np.ndarray, zero_var, saturated) -> None:
+        """Start the row of logged step `step` (z: its logits); statistics come at close_row."""
+        cfg, nan = self.cfg, np.full(self.R, np.nan)
+        self.pending = {
+            "step": step,
+            "log_ratios": np.stack([z[:, p, i] - z[:, p, j] for p, i, j in cfg.track], -1)
+            if cfg.track else np.zeros((self.R, 0)),
+            "zero_var_frac": nan if zero_var is None else np.broadcast_to(zero_var, (self.R,)).astype(float),
+            "saturated_share": nan if saturated is None else saturated}
         if cfg.snapshots:
-            row["probs"] = pi
+            self.pending["probs"] = softmax_np(z)
+
+    def close_row(self) -> None:
+        """Complete the pending row (if any) from the statistics of its step."""
+        row = self.pending
+        if row is None:
+            return
+        if self.measured != row["step"]:
+            raise RuntimeError(f"Logger: statistics describe step {self.measured}, row is step {row['step']}")
+        R, P = self.stats.shape[:2]
+        pass_at_k, means, mass = np.empty((R, len(self.ks))), np.empty((R, 4)), np.empty((R, P))
+        if not mk.reduce_stats(self.stats, self.has_correct, self.ks, pass_at_k, means, mass):
+            cfg = self.cfg
+            raise FloatingPointError(f"simulate: non-finite logits at step {row['step']} (recipe {cfg.recipe!r}, "
+                                     f"lr={cfg.lr}, optimizer={cfg.optimizer!r}); lower lr")
+        row.update(pass_at_k=pass_at_k, correct_mass=mass, entropy=means[:, 0], kl=means[:, 1],
+                   coverage=means[:, 2], effective_modes=means[:, 3])
         self.rows.append(row)
-
-    def _over_correct(self, x):
-        return x[:, self.has_correct].mean(1) if self.has_correct.any() else np.zeros(x.shape[0])
-
-    def _saturated(self, gz, prev):
-        """Share of sum |dL/dz| on prompts whose pass@saturation_k before the step > cfg.saturation."""
-        mag = np.abs(gz).sum(-1)  # (R, P)
-        tot = mag.sum(1)
-        saturated = metrics.pass_at_k_exact(prev, self.cfg.saturation_k) > self.cfg.saturation
-        sat = (mag * saturated).sum(1)
-        return np.divide(sat, tot, out=np.zeros_like(tot), where=tot > 0)
+        self.pending = None
 
     def trajectory(self, params, z, **info) -> Trajectory:
         stack = lambda k: np.stack([r[k] for r in self.rows], 1)  # noqa: E731  (R, L, ...)

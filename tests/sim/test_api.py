@@ -14,29 +14,66 @@ PR = multimode(6, 5, 2, seed=0)
 
 
 @pytest.mark.parametrize("kw,match", [
-    ({"lr": -0.1}, "lr must be a positive"),
-    ({"lr": 0.0}, "lr must be a positive"),
-    ({"recipe": "grpo", "group_size": 1}, "group_size must be >= 2"),
-    ({"recipe": "rloo", "group_size": 1}, "group_size must be >= 2"),
+    ({"lr": -0.1}, "lr = -0.1 is invalid; allowed: a finite float > 0"),
+    ({"lr": 0.0}, "lr = 0.0 is invalid"),
+    ({"lr": True}, "lr = True is invalid"),
+    ({"lr": float("inf")}, "lr = inf is invalid"),
+    ({"lr": float("nan")}, "lr = nan is invalid"),
+    ({"lr": "0.1"}, "lr = '0.1' is invalid"),
+    ({"adam_eps": 0.0}, "adam_eps = 0.0 is invalid; allowed: a finite float > 0"),
+    ({"adam_eps": float("nan")}, "adam_eps = nan is invalid"),
+    ({"adam_eps": -1e-8, "optimizer": "adam"}, "adam_eps = -1e-08 is invalid"),
+    ({"adam_betas": (0.9, 1.0)}, r"adam_betas = \(0.9, 1.0\) is invalid; allowed: a pair"),
+    ({"adam_betas": (0.9,)}, "adam_betas = .* is invalid"),
+    ({"adam_betas": (True, 0.9)}, "adam_betas = .* is invalid"),
+    ({"adam_betas": (float("nan"), 0.9)}, "adam_betas = .* is invalid"),
+    ({"recipe": "grpo", "group_size": 1}, "group_size = 1 is invalid; allowed: an int >= 2"),
+    ({"recipe": "rloo", "group_size": 1}, "group_size = 1 is invalid; allowed: an int >= 2"),
+    ({"group_size": 4.0}, "group_size = 4.0 is invalid; allowed: an int >= 1"),
     ({"recipe": "no_such_recipe"}, "recipe.*unknown recipe 'no_such_recipe'"),
+    ({"recipe": 3}, "recipe = 3 is invalid"),
     ({"overrides": {"no_such_field": 1}}, "overrides.*no_such_field"),
-    ({"mode": "exact"}, "mode must be one of sampled, mean_field, flow"),
-    ({"backend": "jax"}, "backend must be one of numba, torch"),
-    ({"optimizer": "rmsprop"}, "optimizer must be one of"),
-    ({"param": "linear"}, "param='linear' needs problem.features"),
-    ({"steps": -1}, "steps must be an integer"),
-    ({"replicates": 0}, "replicates must be an integer >= 1"),
-    ({"ks": (0, 2)}, "ks must be"),
-    ({"track": ((0, 1, 9),)}, "track entries"),
-    ({"train_prompts": (99,)}, "train_prompts"),
-    ({"optimizer": "npg"}, "npg"),
-    ({"recipe": "passk", "group_size": 2}, "passk k=4"),
+    ({"overrides": [("eta", 1)]}, "overrides = .* is invalid; allowed: a dict"),
+    ({"mode": "exact"}, "mode = 'exact' is invalid; allowed: sampled, mean_field, flow"),
+    ({"backend": "jax"}, "backend = 'jax' is invalid; allowed: numba, torch"),
+    ({"backend": "torch", "mode": "flow"}, "backend = 'torch' is invalid; allowed: 'numba' for mode='flow'"),
+    ({"backend": "torch", "mode": "mean_field"}, "backend = 'torch' is invalid; allowed: 'numba' for mode="),
+    ({"optimizer": "rmsprop"}, "optimizer = 'rmsprop' is invalid; allowed: sgd, adam, npg"),
+    ({"param": "linear"}, "param = 'linear' is invalid; allowed: 'tabular'"),
+    ({"steps": -1}, "steps = -1 is invalid; allowed: an int >= 0"),
+    ({"steps": True}, "steps = True is invalid"),
+    ({"replicates": 0}, "replicates = 0 is invalid; allowed: an int >= 1"),
+    ({"log_every": 0}, "log_every = 0 is invalid; allowed: an int >= 1"),
+    ({"saturation_k": 2.5}, "saturation_k = 2.5 is invalid"),
+    ({"ks": (0, 2)}, r"ks = \(0, 2\) is invalid; allowed: a non-empty tuple of ints >= 1"),
+    ({"ks": ()}, "ks = .* is invalid"),
+    ({"ks": (1, True)}, "ks = .* is invalid"),
+    ({"ks": (1, 2.0)}, "ks = .* is invalid"),
+    ({"coverage_threshold": 1.0}, "coverage_threshold = 1.0 is invalid; allowed: a float in \\(0, 1\\)"),
+    ({"coverage_threshold": float("nan")}, "coverage_threshold = nan is invalid"),
+    ({"saturation": 0.0}, "saturation = 0.0 is invalid"),
+    ({"track": ((0, 1, 9),)}, "track = .* is invalid; allowed: a tuple of \\(prompt, i, j\\)"),
+    ({"track": ((0, 1.0, 2),)}, "track = .* is invalid"),
+    ({"train_prompts": (99,)}, r"train_prompts = \(99,\) is invalid; allowed: None or a non-empty"),
+    ({"train_prompts": (0.5,)}, r"train_prompts = \(0.5,\) is invalid"),
+    ({"train_prompts": (True,)}, "train_prompts = .* is invalid"),
+    ({"train_prompts": ()}, "train_prompts = .* is invalid"),
+    ({"snapshots": 1}, "snapshots = 1 is invalid; allowed: True or False"),
+    ({"optimizer": "npg"}, "optimizer = 'npg' is invalid"),
+    ({"recipe": "passk", "group_size": 2}, "group_size = 2 is invalid; allowed: an int >= passk k=4"),
     ({"recipe": "dapo", "mode": "mean_field"}, "mean_field mode is undefined"),
     ({"recipe": "isac", "mode": "flow"}, "flow mode is undefined"),
 ])
 def test_config_errors_name_the_field(kw, match):
     with pytest.raises(ValueError, match=match):
         simulate(PR, SimConfig(**({"steps": 2} | kw)))
+
+
+def test_numpy_integers_are_ints():
+    """Indices from numpy (np.flatnonzero, np.arange) are accepted where ints are expected."""
+    tp = tuple(np.flatnonzero(np.arange(6) % 2 == 0))
+    tr = simulate(PR, SimConfig(steps=2, train_prompts=tp, ks=tuple(np.array([1, 4])), replicates=np.int64(2)))
+    assert tr.pass_at_k.shape == (2, 3, 2)  # R x (steps 0, 1, 2) x ks
 
 
 def test_k_mismatch_between_rewards_and_logits():
@@ -121,6 +158,9 @@ def test_bench_quick_smoke():
 
     rep = bench.main(["--quick", "--no-subprocess", "--repeats", "1", "--steps", "5", "--torch-steps", "2"])
     assert rep["numba"]["rate"] > 0 and rep["torch"]["rate"] > 0 and rep["ratio"] > 0
+    lg = rep["logging"]  # default logging vs log_every = steps, same run
+    assert [r["logging"] for r in lg["rows"]] == ["log_every=steps", "log_every=1"]
+    assert lg["ratio"] == pytest.approx(lg["rows"][1]["rate"] / lg["rows"][0]["rate"])
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered")
