@@ -12,11 +12,12 @@ through the objective: the ground truth). Parametrisations: tabular / linear / b
 
 from .config import BACKENDS, DEFAULT_KS, MODES, OPTIMIZERS, PARAMS, SimConfig
 from .dynamics import flow_grad, mean_field_grad
-from .problems import Problem, bandit, coupled, multimode
+from .problems import Problem, answer_features, answer_pair, bandit, coupled, multimode, shared_answers
 from .simulate import build_recipe, simulate
 from .sweeps import EXECUTORS, SweepError, expand_grid, sweep
 from .trajectory import Trajectory
 
 __all__ = ["Problem", "SimConfig", "Trajectory", "simulate", "bandit", "multimode", "coupled",
+           "shared_answers", "answer_pair", "answer_features",
            "build_recipe", "flow_grad", "mean_field_grad", "MODES", "BACKENDS", "OPTIMIZERS",
            "PARAMS", "DEFAULT_KS", "sweep", "expand_grid", "SweepError", "EXECUTORS"]
