@@ -11,7 +11,10 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_readme_python_examples_run():
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    import collapse_lab.runs
+
+    monkeypatch.setattr(collapse_lab.runs, "CACHE_DIR", tmp_path)  # the sweep example caches its runs
     blocks = python_blocks()
     assert len(blocks) >= 3
     namespace: dict = {}
