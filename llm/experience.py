@@ -107,13 +107,23 @@ class RefStore:
     def load_state_dict(self, state: dict) -> None:
         self.samples = state["samples"]
 
-    def ref_rows(self, prompt_ids) -> dict | None:
-        """Stored samples of the D_pef prompts among `prompt_ids` (each once), concatenated."""
-        chosen = [self.samples[i] for i in dict.fromkeys(prompt_ids) if i in self.samples]
+    def ref_rows(self, prompt_ids, slots=None) -> dict | None:
+        """Stored samples of the D_pef prompts among `prompt_ids` (each prompt once), concatenated.
+
+        Keys prompt_tokens (list), tokens, mask, ref_logp (R, T) and group (R,) long: the slot
+        (`slots[i]`, default i) of the first row i holding the row's prompt, i.e. the Batch.group id
+        the reference row belongs to (RefSamples.group). None when no prompt is in D_pef.
+        """
+        slots = list(range(len(prompt_ids))) if slots is None else list(slots)
+        first: dict[int, int] = {}
+        for pid, slot in zip(prompt_ids, slots):
+            first.setdefault(pid, slot)
+        chosen = [(self.samples[i], s) for i, s in first.items() if i in self.samples]
         if not chosen:
             return None
-        return {"prompt_tokens": sum((c["prompt_tokens"] for c in chosen), []),
-                **{k: torch.cat([c[k] for c in chosen]) for k in ("tokens", "mask", "ref_logp")}}
+        return {"prompt_tokens": sum((c["prompt_tokens"] for c, _ in chosen), []),
+                **{k: torch.cat([c[k] for c, _ in chosen]) for k in ("tokens", "mask", "ref_logp")},
+                "group": torch.cat([torch.full((len(c["tokens"]),), s, dtype=torch.long) for c, s in chosen])}
 
 
 @torch.no_grad()
