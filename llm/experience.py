@@ -108,17 +108,17 @@ class RefStore:
         self.samples = state["samples"]
 
     def ref_rows(self, prompt_ids, slots=None) -> dict | None:
-        """Stored samples of the D_pef prompts among `prompt_ids` (each prompt once), concatenated.
+        """Stored samples of the D_pef prompts among `prompt_ids`, once per slot, concatenated.
 
-        Keys prompt_tokens (list), tokens, mask, ref_logp (R, T) and group (R,) long: the slot
-        (`slots[i]`, default i) of the first row i holding the row's prompt, i.e. the Batch.group id
-        the reference row belongs to (RefSamples.group). None when no prompt is in D_pef.
+        slots[i] is row i's group (default: i). Keys prompt_tokens (list), tokens, mask, ref_logp
+        (R, T) and group (R,) long: the slot each reference row belongs to (RefSamples.group). A
+        prompt drawn into two slots of a step brings its samples twice, as it brings its rollouts
+        twice, so the reference rows of a step do not depend on how it is split over processes.
+        None when no prompt is in D_pef.
         """
         slots = list(range(len(prompt_ids))) if slots is None else list(slots)
-        first: dict[int, int] = {}
-        for pid, slot in zip(prompt_ids, slots):
-            first.setdefault(pid, slot)
-        chosen = [(self.samples[i], s) for i, s in first.items() if i in self.samples]
+        pairs = dict.fromkeys(zip(slots, prompt_ids))  # (slot, prompt id) in order of first row
+        chosen = [(self.samples[pid], slot) for slot, pid in pairs if pid in self.samples]
         if not chosen:
             return None
         return {"prompt_tokens": sum((c["prompt_tokens"] for c, _ in chosen), []),

@@ -5,17 +5,22 @@
 
 How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 2024):
 1. No value network, no GAE. The whole loss (reward shaping, advantage, advantage weights, clipped
-   surrogate, aggregation, KL / divergence, entropy) is `collapse_lab.objective`'s
-   `recipe(name).loss(batch)`. The trainer never branches on a recipe's name; it asks the recipe what
-   it needs: needs_ref, needs_ref_samples (dph), needs_history, needs_entropy, sampler,
-   dynamic_sampling.
+   surrogate, aggregation, KL / divergence, entropy) is `collapse_lab.objective`'s recipe, in two
+   phases: `recipe.prepare(batch)` once per rollout step on the process's whole rollout batch (built
+   from the behaviour log-probs, no forward pass; batch statistics reduced over processes), then
+   `recipe.loss(micro_batch, prepared)` per micro-batch. Advantages stay fixed across PPO epochs.
+   The trainer never branches on a recipe's name; it asks the recipe what it needs: needs_ref,
+   needs_ref_samples (dph), needs_history, needs_entropy, sampler, dynamic_sampling.
 2. old_logp is the log-prob under the *sampling* distribution (temperature, top-p, memory logits
    processor) as returned by the rollout engine, not a recomputation by the trainer, so the ratio of
    METHODS §4 corrects for memory-calibrated sampling.
-3. Minibatches and micro-batches hold whole groups (advantages are group-relative). Each micro-batch
-   loss is scaled by its share of the minibatch's loss denominator over all processes (tokens for
-   token-mean, rows for the seq-mean modes), so gradient accumulation and DDP give the gradient of
-   one big batch. Exact for every recipe except DPH, whose divergence term has its own denominator.
+3. Minibatches and micro-batches hold whole groups (advantages are group-relative). Each minibatch
+   (one optimizer step) is renormalised to its own denominators over all processes
+   (`Prepared.renormalized`: tokens, rows, T_max, DPH's reference rows), and every micro-batch loss
+   is its exact share of the minibatch loss, so gradient accumulation and DDP give the gradient of
+   one big batch, for every recipe (tests/llm/test_train.py: grpo, std="batch", ISAC normalize,
+   DAPO, DPH-JS, Dr. GRPO to 1e-10 in float64; tests/llm/test_resume_ddp.py: 2 processes = 1).
+   DDP averages gradients, so each process backpropagates loss * world.
 4. The reverse-KL reference is a frozen copy of the initial model, built only when beta > 0. DPH runs
    no reference model during training: a pre-sampling pass splits the training prompts into D_pef
    (solved n_pre / n_pre times; only the divergence on stored reference samples) and D_exp (RL loss).
