@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
+from collapse_lab.objective import successes
+
 from .rollout import encode_prompt, sequence_logp
 from .tasks import score
 
@@ -136,7 +138,7 @@ def presample(engine, model, task, tok, prompts, spec, rcfg, seed: int, timeout_
     exp = collect(engine, task, tok, range(len(prompts)), prompts, seeds, pre, timeout_s)
     for j, p in enumerate(prompts):
         rows = torch.arange(j * spec.n_pre, (j + 1) * spec.n_pre)
-        if bool((exp.rewards[rows] >= 1.0).all()):
+        if bool(successes(exp.rewards[rows]).all()):
             keep = exp.select(rows[: spec.n_ref])
             ref_logp, _ = sequence_logp(model, keep.prompt_tokens, keep.tokens, keep.mask, tok.pad_id,
                                         rcfg.temperature)

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 from collapse_lab.metrics import distinct_correct
-from collapse_lab.objective import Batch, Prepared, PromptHistory, RefSamples, dynamic_sampling_keep
+from collapse_lab.objective import Batch, Prepared, PromptHistory, RefSamples, dynamic_sampling_keep, successes
 
 from . import config as C
 from .checkpoint import (
@@ -321,7 +321,7 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
 def rollout_metrics(exp: Experience, dist: Dist) -> dict:
     """Reward, pass@1, unparsed/time-out shares, distinct correct answers per group, length."""
     n = all_reduce(len(exp), dist)
-    correct = exp.rewards >= 1.0
+    correct = successes(exp.rewards)
     distinct = sum(distinct_correct(exp.outcome[exp.slot == g].numpy(), correct[exp.slot == g].numpy())
                    for g in exp.slot.unique().tolist())
     groups = all_reduce(len(exp.slot.unique()), dist)
@@ -344,10 +344,10 @@ def status_counts(statuses: list) -> list[int]:
 
 def gather_history(ctx: Context, exp: Experience) -> None:
     """Add every process's rows to the per-prompt history (identical in all processes)."""
-    rows = [(exp.prompt_id.tolist(), (exp.rewards >= 1.0).tolist())]
+    rows = [(exp.prompt_id.tolist(), successes(exp.rewards).tolist())]
     if ctx.dist.world > 1:
         rows = [None] * ctx.dist.world
-        torch.distributed.all_gather_object(rows, (exp.prompt_id.tolist(), (exp.rewards >= 1.0).tolist()))
+        torch.distributed.all_gather_object(rows, (exp.prompt_id.tolist(), successes(exp.rewards).tolist()))
     for ids, succ in rows:
         ctx.history.update(ids, succ)
 

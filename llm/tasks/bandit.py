@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from collapse_lab.objective import successes
+
 from .base import Prompt, Score, check_split
 
 
@@ -33,7 +35,7 @@ class BanditTask:
         return list(self._all)
 
     def correct_set(self, prompt: Prompt) -> list[str]:
-        return [str(k) for k in np.flatnonzero(self.rewards[prompt.id] >= 1.0)]
+        return [str(k) for k in np.flatnonzero(successes(self.rewards[prompt.id]))]
 
     def check(self, prompt: Prompt, response: str) -> Score:
         try:
@@ -43,7 +45,7 @@ class BanditTask:
         if not 0 <= k < self.rewards.shape[1]:
             return Score(0.0, None, "unparsed")
         r = float(self.rewards[prompt.id, k])
-        return Score(r, str(k), "correct" if r >= 1.0 else "wrong")
+        return Score(r, str(k), "correct" if successes(r) else "wrong")
 
     def answers(self, prompt: Prompt, n: int, rng, wrong_share: float = 0.0) -> list[str]:
         K = self.rewards.shape[1]
