@@ -28,8 +28,6 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
-TASKS = ("multisolution", "countdown", "math", "bandit")
-ENGINES = ("hf", "vllm")
 OPTIMIZERS = ("adamw", "sgd")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 TEMPERATURE_RANGE = (1e-2, 1e2)  # logits / T must stay finite in float16 / bfloat16
@@ -86,7 +84,7 @@ class ModelConfig:
 @dataclass
 class TaskConfig:
     name: str = "multisolution"
-    """Task: multisolution, countdown, math or bandit."""
+    """Task, one of the registry llm.tasks.TASKS (register_task adds one)."""
     path: str = ""
     """Data file (JSONL or parquet with problem/answer columns) for the math task."""
     num_prompts: int = 64
@@ -102,7 +100,14 @@ class TaskConfig:
     seed: int = 0
     """Seed of the synthetic prompt set (fixed across runs so that splits agree)."""
 
+    @staticmethod
+    def choices(name: str) -> dict[str, str]:
+        """{choice: description} of field `name` for --help (task.name: the task registry)."""
+        from .tasks import TASKS
+        return {k: (cls.__doc__ or "").strip().split("\n")[0] for k, cls in TASKS.items()} if name == "name" else {}
+
     def validate(self, p: str = "task") -> None:
+        from .tasks import TASKS  # the task registry
         _check(self.name in TASKS, f"{p}.name", self.name, ", ".join(TASKS))
         _check(self.name != "math" or bool(self.path), f"{p}.path", self.path,
                "a JSONL/parquet file when task.name = 'math'")
@@ -120,7 +125,8 @@ class TaskConfig:
 @dataclass
 class RolloutConfig:
     engine: str = "hf"
-    """Rollout engine: hf (batched sampling with KV cache) or vllm (pluggable, see llm.rollout)."""
+    """Rollout engine, one of the registry llm.rollout.ENGINES: hf (batched sampling with KV cache);
+    more with llm.rollout.register_engine (e.g. vllm)."""
     group_size: int = 8
     """Samples per prompt G."""
     prompts_per_step: int = 8
@@ -132,8 +138,16 @@ class RolloutConfig:
     top_p: float = 1.0
     """Nucleus sampling threshold in (0, 1]."""
 
+    @staticmethod
+    def choices(name: str) -> dict[str, str]:
+        """{choice: description} of field `name` for --help (rollout.engine: the engine registry)."""
+        from .rollout import ENGINES
+        return {k: "" for k in ENGINES} if name == "engine" else {}
+
     def validate(self, p: str = "rollout") -> None:
-        _check(self.engine in ENGINES, f"{p}.engine", self.engine, ", ".join(ENGINES))
+        from .rollout import ENGINES  # the engine registry
+        _check(self.engine in ENGINES, f"{p}.engine", self.engine,
+               ", ".join(ENGINES) + " (more with llm.rollout.register_engine, e.g. vllm)")
         _check(self.group_size >= 1, f"{p}.group_size", self.group_size, ">= 1")
         _check(self.prompts_per_step >= 1, f"{p}.prompts_per_step", self.prompts_per_step, ">= 1")
         _check(self.max_new_tokens >= 1, f"{p}.max_new_tokens", self.max_new_tokens, ">= 1")
@@ -145,12 +159,18 @@ class RolloutConfig:
 @dataclass
 class RecipeConfig:
     name: str = "grpo"
-    """Recipe of METHODS §5, or a combination such as 'ips_grpo+dph_js'."""
+    """Recipe of collapse_lab.objective.RECIPES, or a combination such as 'ips_grpo+dph_js'."""
     overrides: dict = field(default_factory=dict)
     """Recipe parameters to override, e.g. {beta = 0.05, n_pre = 8, mu = 0.5} (passed to
     collapse_lab.objective.recipe; DPH's n_pre/n_ref and the memory's mu/lr live there too)."""
     max_resample: int = 4
     """Dynamic sampling: extra rollout rounds allowed to replace groups with equal rewards."""
+
+    @staticmethod
+    def choices(name: str) -> dict[str, str]:
+        """{choice: description} of field `name` for --help (recipe.name: RECIPE_INFO's one-liners)."""
+        from collapse_lab.objective import RECIPE_INFO
+        return dict(RECIPE_INFO) if name == "name" else {}
 
     def validate(self, p: str = "recipe") -> None:
         from collapse_lab.objective import RECIPES
@@ -340,6 +360,15 @@ class _Parser(argparse.ArgumentParser):
                          f"({message})")
 
 
+def _choices_text(section, name: str) -> str:
+    """' Choices: a (what a does); b; ...' from the section's `choices(field)` registry hook, or ''."""
+    hook = getattr(section, "choices", None)
+    items = hook(name) if callable(hook) else {}
+    if not items:
+        return ""
+    return " Choices: " + " | ".join(f"{k}: {v.rstrip('.')}" if v else k for k, v in items.items()) + "."
+
+
 def build_parser(cls, description: str = "") -> argparse.ArgumentParser:
     """The argparse parser of command config `cls`; each flag's help ends with the default that
     the command uses (`cls()`'s value, which may differ from the section class default)."""
@@ -354,7 +383,7 @@ def build_parser(cls, description: str = "") -> argparse.ArgumentParser:
         docs = field_docs(type(sdef))
         g = ap.add_argument_group(sec)
         for f in dataclasses.fields(sdef):
-            text = f"{docs.get(f.name, '')} (default: {getattr(sdef, f.name)!r})"
+            text = f"{docs.get(f.name, '')}{_choices_text(sdef, f.name)} (default: {getattr(sdef, f.name)!r})"
             g.add_argument(f"--{sec}.{f.name}", dest=f"{sec}.{f.name}", default=None,
                            help=text.replace("%", "%%"))  # argparse %-formats help strings
     return ap

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from collapse_lab.metrics import correct_entropy, distinct_correct, pass_at_k_curve, powers_of_two
+from collapse_lab.objective import successes
 
 from . import config as C
 from .checkpoint import seed_everything
@@ -70,7 +71,7 @@ def evaluate(model, tok, task, prompts, n: int, rcfg, seed: int = 0, timeout_s: 
         for j in range(len(chunk)):
             r = exp.rewards[j * n:(j + 1) * n].numpy()
             o = exp.outcome[j * n:(j + 1) * n].numpy()
-            ok = r >= 1.0
+            ok = successes(r)
             c.append(int(ok.sum()))
             distinct.append(distinct_correct(o, ok))
             counts = np.array(list(Counter(o[ok].tolist()).values()), dtype=np.float64)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
+from collapse_lab.objective import successes
+
 from .rollout import encode_prompt, sequence_logp
 from .tasks import score
 
@@ -107,13 +109,23 @@ class RefStore:
     def load_state_dict(self, state: dict) -> None:
         self.samples = state["samples"]
 
-    def ref_rows(self, prompt_ids) -> dict | None:
-        """Stored samples of the D_pef prompts among `prompt_ids` (each once), concatenated."""
-        chosen = [self.samples[i] for i in dict.fromkeys(prompt_ids) if i in self.samples]
+    def ref_rows(self, prompt_ids, slots=None) -> dict | None:
+        """Stored samples of the D_pef prompts among `prompt_ids`, once per slot, concatenated.
+
+        slots[i] is row i's group (default: i). Keys prompt_tokens (list), tokens, mask, ref_logp
+        (R, T) and group (R,) long: the slot each reference row belongs to (RefSamples.group). A
+        prompt drawn into two slots of a step brings its samples twice, as it brings its rollouts
+        twice, so the reference rows of a step do not depend on how it is split over processes.
+        None when no prompt is in D_pef.
+        """
+        slots = list(range(len(prompt_ids))) if slots is None else list(slots)
+        pairs = dict.fromkeys(zip(slots, prompt_ids))  # (slot, prompt id) in order of first row
+        chosen = [(self.samples[pid], slot) for slot, pid in pairs if pid in self.samples]
         if not chosen:
             return None
-        return {"prompt_tokens": sum((c["prompt_tokens"] for c in chosen), []),
-                **{k: torch.cat([c[k] for c in chosen]) for k in ("tokens", "mask", "ref_logp")}}
+        return {"prompt_tokens": sum((c["prompt_tokens"] for c, _ in chosen), []),
+                **{k: torch.cat([c[k] for c, _ in chosen]) for k in ("tokens", "mask", "ref_logp")},
+                "group": torch.cat([torch.full((len(c["tokens"]),), s, dtype=torch.long) for c, s in chosen])}
 
 
 @torch.no_grad()
@@ -126,7 +138,7 @@ def presample(engine, model, task, tok, prompts, spec, rcfg, seed: int, timeout_
     exp = collect(engine, task, tok, range(len(prompts)), prompts, seeds, pre, timeout_s)
     for j, p in enumerate(prompts):
         rows = torch.arange(j * spec.n_pre, (j + 1) * spec.n_pre)
-        if bool((exp.rewards[rows] >= 1.0).all()):
+        if bool(successes(exp.rewards[rows]).all()):
             keep = exp.select(rows[: spec.n_ref])
             ref_logp, _ = sequence_logp(model, keep.prompt_tokens, keep.tokens, keep.mask, tok.pad_id,
                                         rcfg.temperature)

@@ -24,7 +24,7 @@ from .guards import parameter_problem
 from .logger import MetricsLogger
 from .models import load_model, save_model
 from .rollout import encode_prompt, sequence_logp
-from .tasks import make_task
+from .tasks import TASKS, make_task
 
 
 @dataclass
@@ -71,10 +71,11 @@ def sft(cfg: SFTConfig):
     """Train and save; returns (model, tok)."""
     seed_everything(cfg.run.seed, cfg.run.threads)
     device = pick_device(cfg.run.device)
-    task = make_task(cfg.task)
-    if not hasattr(task, "answers"):
+    if cfg.task.name in TASKS and not TASKS[cfg.task.name].supports_sft:  # checked before building it
+        sft_tasks = [n for n, cls in TASKS.items() if cls.supports_sft]
         raise ValueError(f"task.name = {cfg.task.name!r} has no answer generator; allowed: "
-                         "multisolution, countdown, bandit")
+                         f"a task with supports_sft ({', '.join(sft_tasks)})")
+    task = make_task(cfg.task)
     model, tok = load_model(cfg.model, task)
     model.to(device)
     C.save(cfg, cfg.run.out_dir)

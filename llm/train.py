@@ -5,17 +5,22 @@
 
 How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 2024):
 1. No value network, no GAE. The whole loss (reward shaping, advantage, advantage weights, clipped
-   surrogate, aggregation, KL / divergence, entropy) is `collapse_lab.objective`'s
-   `recipe(name).loss(batch)`. The trainer never branches on a recipe's name; it asks the recipe what
-   it needs: needs_ref, needs_ref_samples (dph), needs_history, needs_entropy, sampler,
-   dynamic_sampling.
+   surrogate, aggregation, KL / divergence, entropy) is `collapse_lab.objective`'s recipe, in two
+   phases: `recipe.prepare(batch)` once per rollout step on the process's whole rollout batch (built
+   from the behaviour log-probs, no forward pass; batch statistics reduced over processes), then
+   `recipe.loss(micro_batch, prepared)` per micro-batch. Advantages stay fixed across PPO epochs.
+   The trainer never branches on a recipe's name; it asks the recipe what it needs: needs_ref,
+   needs_ref_samples (dph), needs_history, needs_entropy, sampler, dynamic_sampling.
 2. old_logp is the log-prob under the *sampling* distribution (temperature, top-p, memory logits
    processor) as returned by the rollout engine, not a recomputation by the trainer, so the ratio of
    METHODS §4 corrects for memory-calibrated sampling.
-3. Minibatches and micro-batches hold whole groups (advantages are group-relative). Each micro-batch
-   loss is scaled by its share of the minibatch's loss denominator over all processes (tokens for
-   token-mean, rows for the seq-mean modes), so gradient accumulation and DDP give the gradient of
-   one big batch. Exact for every recipe except DPH, whose divergence term has its own denominator.
+3. Minibatches and micro-batches hold whole groups (advantages are group-relative). Each minibatch
+   (one optimizer step) is renormalised to its own denominators over all processes
+   (`Prepared.renormalized`: tokens, rows, T_max, DPH's reference rows), and every micro-batch loss
+   is its exact share of the minibatch loss, so gradient accumulation and DDP give the gradient of
+   one big batch, for every recipe (tests/llm/test_train.py: grpo, std="batch", ISAC normalize,
+   DAPO, DPH-JS, Dr. GRPO to 1e-10 in float64; tests/llm/test_resume_ddp.py: 2 processes = 1).
+   DDP averages gradients, so each process backpropagates loss * world.
 4. The reverse-KL reference is a frozen copy of the initial model, built only when beta > 0. DPH runs
    no reference model during training: a pre-sampling pass splits the training prompts into D_pef
    (solved n_pre / n_pre times; only the divergence on stored reference samples) and D_exp (RL loss).
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -53,7 +59,7 @@ import numpy as np
 import torch
 
 from collapse_lab.metrics import distinct_correct
-from collapse_lab.objective import Batch, PromptHistory, RefSamples, dynamic_sampling_keep
+from collapse_lab.objective import Batch, Prepared, PromptHistory, RefSamples, dynamic_sampling_keep, successes
 
 from . import config as C
 from .checkpoint import (
@@ -185,68 +191,113 @@ def add_reference_logp(ctx: Context, exp: Experience) -> None:
                                     exp.mask.to(dev), ctx.tok.pad_id, ctx.cfg.rollout.temperature)
 
 
-def loss_count(ctx: Context, sub: Experience) -> float:
-    """The micro-batch's share of its aggregation denominator (tokens for token-mean, else rows)."""
-    ref = ctx.refstore.ref_rows(sub.prompt_id.tolist()) if ctx.refstore is not None else None
-    if ctx.recipe.policy.agg == "token-mean":
-        pol = float((sub.mask * (~sub.pef).unsqueeze(-1)).sum())
-        return pol + (float(ref["mask"].sum()) if ref else 0.0)
-    return float(len(sub)) + (float(len(ref["tokens"])) if ref else 0.0)
+def logp_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of sequence_logp's output: the parameters' dtype, float32 for half precision."""
+    dtype = next(model.parameters()).dtype
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def micro_loss(ctx: Context, sub: Experience):
-    """recipe.loss on one micro-batch: one forward pass over its rows (and its DPH reference rows)."""
-    dev, T = ctx.dist.device, ctx.cfg.rollout.max_new_tokens
-    dtype = next(ctx.model.parameters()).dtype
-    ref = ctx.refstore.ref_rows(sub.prompt_id.tolist()) if ctx.refstore is not None else None
-    prompts, tokens, mask = sub.prompt_tokens, sub.tokens, sub.mask
-    if ref is not None:  # one forward through the DDP module for both row sets
-        prompts, tokens = prompts + ref["prompt_tokens"], torch.cat([tokens, ref["tokens"]])
-        mask = torch.cat([mask, ref["mask"]])
-    logp, ent = sequence_logp(ctx.ddp, prompts, tokens.to(dev), mask.to(dev, dtype), ctx.tok.pad_id,
-                              ctx.cfg.rollout.temperature, ctx.recipe.needs_entropy)
-    B, dtype = len(sub), logp.dtype  # float32 for half-precision models
+def step_batch(ctx: Context, exp: Experience, ref: dict | None) -> Batch:
+    """This process's whole rollout batch for `recipe.prepare`: no forward pass, logp = old_logp.
+
+    DPH: every reference row of the step's D_pef prompts (`ref`, from RefStore.ref_rows) with
+    RefSamples.group = the slot of its prompt, so `Batch.select` keeps each micro-batch's own rows.
+    """
+    dev, T, dtype = ctx.dist.device, ctx.cfg.rollout.max_new_tokens, logp_dtype(ctx.model)
+    to = lambda x: None if x is None else x.to(dev)  # noqa: E731
     ref_samples = None
     if ref is not None:
-        ref_samples = RefSamples(logp[B:], ref["ref_logp"].to(dev, dtype), ref["mask"].to(dev, dtype))
-    elif ctx.refstore is not None:  # no D_pef prompt here: an empty reference set, divergence term 0
-        empty = logp.new_zeros(0, T)
-        ref_samples = RefSamples(empty, empty, empty)
-    prior = ctx.history.lookup(sub.prompt_id.tolist()) if ctx.recipe.needs_history else (None, None)
-    to = lambda x: None if x is None else x.to(dev)  # noqa: E731
-    batch = Batch(logp=logp[:B], rewards=sub.rewards.to(dev, dtype), group=to(sub.slot),
-                  old_logp=sub.old_logp.to(dev, dtype), mask=sub.mask.to(dev, dtype),
-                  outcome=to(sub.outcome), ref_logp=None if sub.ref_logp is None else sub.ref_logp.to(dev, dtype),
-                  entropy=None if ent is None else ent[:B], ref_samples=ref_samples,
-                  prior_success=to(prior[0]), prior_trials=to(prior[1]), pef=to(sub.pef), max_len=T)
-    return ctx.recipe.loss(batch)
+        rl = ref["ref_logp"].to(dev, dtype)
+        ref_samples = RefSamples(rl, rl, ref["mask"].to(dev, dtype), to(ref["group"]))
+    elif ctx.refstore is not None:  # no D_pef prompt in this step: an empty reference set, divergence 0
+        empty = torch.zeros(0, T, dtype=dtype, device=dev)
+        ref_samples = RefSamples(empty, empty, empty, torch.zeros(0, dtype=torch.long, device=dev))
+    prior = ctx.history.lookup(exp.prompt_id.tolist()) if ctx.recipe.needs_history else (None, None)
+    old = exp.old_logp.to(dev, dtype)  # (B, T)
+    return Batch(logp=old, rewards=exp.rewards.to(dev, dtype), group=to(exp.slot), old_logp=old,
+                 mask=exp.mask.to(dev, dtype), outcome=to(exp.outcome),
+                 ref_logp=None if exp.ref_logp is None else exp.ref_logp.to(dev, dtype),
+                 ref_samples=ref_samples, prior_success=to(prior[0]), prior_trials=to(prior[1]),
+                 pef=to(exp.pef), max_len=T)
+
+
+def micro_loss(ctx: Context, exp: Experience, batch: Batch, ref: dict | None, rows: torch.Tensor,
+               prepared: Prepared):
+    """recipe.loss on the micro-batch `rows` (whole groups) of the step's batch, with `prepared` (its
+    rows, the minibatch's denominators): one forward pass over its rows and its DPH reference rows."""
+    dev = ctx.dist.device
+    sub, mb = exp.select(rows), batch.select(rows)
+    prompts, tokens, mask = sub.prompt_tokens, sub.tokens, sub.mask
+    if ref is not None:  # one forward through the DDP module for both row sets
+        pick = torch.isin(ref["group"], sub.slot).nonzero()[:, 0]  # the order Batch.select keeps
+        prompts = prompts + [ref["prompt_tokens"][i] for i in pick.tolist()]
+        tokens, mask = torch.cat([tokens, ref["tokens"][pick]]), torch.cat([mask, ref["mask"][pick]])
+    logp, ent = sequence_logp(ctx.ddp, prompts, tokens.to(dev), mask.to(dev, batch.logp.dtype), ctx.tok.pad_id,
+                              ctx.cfg.rollout.temperature, ctx.recipe.needs_entropy)
+    B, rs = len(sub), mb.ref_samples
+    if rs is not None and rs.logp.shape[0] > 0:
+        rs = RefSamples(logp[B:], rs.ref_logp, rs.mask, rs.group)
+    mb = dataclasses.replace(mb, logp=logp[:B], entropy=None if ent is None else ent[:B], ref_samples=rs)
+    return ctx.recipe.loss(mb, prepared)
+
+
+LOSS_KEYS = ("loss", "pg_loss", "kl_loss", "div_loss", "entropy_loss")  # shares of the loss: summed
+
+
+def make_reduce(dist: Dist):
+    """The reduction callback of Recipe.prepare (collapse_lab.objective.prepared): sum / max over
+    processes; None in a single process."""
+    if dist.world == 1:
+        return None
+
+    def reduce(x: torch.Tensor, op: str) -> torch.Tensor:
+        y = x.clone()  # all_reduce works in place
+        torch.distributed.all_reduce(y, torch.distributed.ReduceOp.SUM if op == "sum" else
+                                     torch.distributed.ReduceOp.MAX)
+        return y
+    return reduce
 
 
 def ppo_update(ctx: Context, exp: Experience) -> dict:
     """ppo_epochs passes; minibatch m holds the groups with slot % M == m; accumulation over
-    micro-batches of optim.micro_groups groups, each loss scaled by world * count / total count."""
+    micro-batches of optim.micro_groups groups.
+
+    recipe.prepare runs once on the process's whole rollout batch (advantages fixed across epochs,
+    batch statistics reduced over processes); each minibatch is renormalised to its own global
+    denominators, so each micro-batch loss is its exact share of the minibatch loss. DDP averages
+    gradients, so each process backpropagates loss * world.
+    """
     oc, dist = ctx.cfg.optim, ctx.dist
     M, sums, n_opt, skipped, part = oc.num_minibatches, {}, 0, 0, {}
+    reduce = make_reduce(dist)
+    ref = ctx.refstore.ref_rows(exp.prompt_id.tolist(), exp.slot.tolist()) if ctx.refstore is not None else None
+    batch = step_batch(ctx, exp, ref)
+    prepared = ctx.recipe.prepare(batch, reduce=reduce)
     for _ in range(oc.ppo_epochs):
         for m in range(M):
             groups = [g for g in exp.slot.unique().tolist() if g % M == m]
+            rows_m = torch.isin(exp.slot, torch.tensor(groups, dtype=torch.long))
+            den = prepared if M == 1 else prepared.select(rows_m).renormalized(batch.select(rows_m), reduce)
+            if den.policy.tokens == 0 and den.ref.rows == 0:  # global: the same on every process
+                continue
             size = oc.micro_groups or max(len(groups), 1)
             micro = [groups[i:i + size] for i in range(0, len(groups), size)]
             n_micro = int(all_reduce(len(micro), dist, "max"))
-            subs = [exp.select(torch.isin(exp.slot, torch.tensor(g))) for g in micro]
-            total = all_reduce(sum(loss_count(ctx, s) for s in subs), dist)
-            if total == 0:
-                continue
             ctx.optimizer.zero_grad(set_to_none=True)
             part = {}
             for i in range(n_micro):
-                sub, w = (subs[i], loss_count(ctx, subs[i]) / total) if i < len(subs) else (exp.select([0]), 0.0)
+                pad = i >= len(micro)  # this process has fewer micro-batches: a zero-weight backward
+                rows = exp.slot == exp.slot[0] if pad else torch.isin(exp.slot, torch.tensor(micro[i]))
+                p = dataclasses.replace(prepared.select(rows), policy=den.policy, ref=den.ref)
                 sync = i == n_micro - 1 or dist.world == 1
                 with ctx.ddp.no_sync() if not sync else contextlib.nullcontext():
-                    loss, diag = micro_loss(ctx, sub)
-                    (loss * (w * dist.world)).backward()
+                    loss, diag = micro_loss(ctx, exp, batch, ref, rows, p)
+                    (loss * (0.0 if pad else float(dist.world))).backward()
+                if pad:
+                    continue
+                share = int(rows.sum()) / max(den.policy.rows, 1.0)  # the micro-batch's rows / all rows
                 for k, v in diag.items():
-                    part[k] = part.get(k, 0.0) + w * v
+                    part[k] = part.get(k, 0.0) + (v if k in LOSS_KEYS else share * v)
             if not finite_update(ctx):  # NaN/inf loss or gradient on any process: skip, count, log
                 skipped += 1
                 ctx.optimizer.zero_grad(set_to_none=True)
@@ -270,7 +321,7 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
 def rollout_metrics(exp: Experience, dist: Dist) -> dict:
     """Reward, pass@1, unparsed/time-out shares, distinct correct answers per group, length."""
     n = all_reduce(len(exp), dist)
-    correct = exp.rewards >= 1.0
+    correct = successes(exp.rewards)
     distinct = sum(distinct_correct(exp.outcome[exp.slot == g].numpy(), correct[exp.slot == g].numpy())
                    for g in exp.slot.unique().tolist())
     groups = all_reduce(len(exp.slot.unique()), dist)
@@ -293,10 +344,10 @@ def status_counts(statuses: list) -> list[int]:
 
 def gather_history(ctx: Context, exp: Experience) -> None:
     """Add every process's rows to the per-prompt history (identical in all processes)."""
-    rows = [(exp.prompt_id.tolist(), (exp.rewards >= 1.0).tolist())]
+    rows = [(exp.prompt_id.tolist(), successes(exp.rewards).tolist())]
     if ctx.dist.world > 1:
         rows = [None] * ctx.dist.world
-        torch.distributed.all_gather_object(rows, (exp.prompt_id.tolist(), (exp.rewards >= 1.0).tolist()))
+        torch.distributed.all_gather_object(rows, (exp.prompt_id.tolist(), successes(exp.rewards).tolist()))
     for ids, succ in rows:
         ctx.history.update(ids, succ)
 

@@ -14,7 +14,7 @@ from .advantages import (
     log_comb,
     population_advantages,
 )
-from .batch import Batch, PromptHistory, RefSamples
+from .batch import SUCCESS_THRESHOLD, Batch, PromptHistory, RefSamples, successes
 from .checks import check_bool, check_choice, check_float, check_int
 from .components import (
     BBG,
@@ -55,7 +55,7 @@ from .shaping import (
 
 __all__ = [
     "ADVANTAGES", "GROUP_RELATIVE", "STD_MODES", "group_advantages", "log_comb", "population_advantages",
-    "Batch", "PromptHistory", "RefSamples",
+    "Batch", "PromptHistory", "RefSamples", "SUCCESS_THRESHOLD", "successes",
     "Advantage", "PolicySpec", "IPS", "ISAC", "ZeroSuccess", "BBG", "KLPenalty", "DPH", "Entropy",
     "Memory", "STAGES", "check_bool", "check_choice", "check_float", "check_int",
     "DIVERGENCES", "REFERENCE_SAMPLED", "divergence", "f_generator", "categorical_divergence",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .batch import SUCCESS_THRESHOLD, successes
 from .checks import invalid
 from .groups import (
     check_1d,
@@ -92,7 +93,7 @@ def log_comb(n: Tensor, k: Tensor) -> Tensor:
     return torch.where(ok, val, torch.full_like(val, -torch.inf))
 
 
-def _passk(rewards, inv, n, *, k: int, success_threshold: float = 1.0, **_):
+def _passk(rewards, inv, n, *, k: int, success_threshold: float = SUCCESS_THRESHOLD, **_):
     """Pass@k training advantage (Chen et al. 2025, RUCAIBox/Passk_Training `passk_adv.py`).
 
     Per group of N samples with N_neg failures: R = 1 - C(N_neg,k)/C(N,k), s = sqrt(R(1-R)),
@@ -103,7 +104,7 @@ def _passk(rewards, inv, n, *, k: int, success_threshold: float = 1.0, **_):
     smallest = int(size.min()) if n else k
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= smallest:
         raise invalid("k", k, f"an integer in [1, {smallest}] (passk: k <= the smallest group size)")
-    success = (rewards >= success_threshold).double()
+    success = successes(rewards, success_threshold).double()
     n_neg = size - group_sum(success, inv, n)
     kk = torch.full_like(size, float(k))
     big_r = 1.0 - torch.exp(log_comb(n_neg, kk) - log_comb(size, kk))  # (n_groups,)

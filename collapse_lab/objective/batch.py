@@ -15,7 +15,20 @@ from torch import Tensor
 from .policy import as_tokens
 from .prepared import row_index
 
-__all__ = ["Batch", "RefSamples", "PromptHistory"]
+__all__ = ["Batch", "RefSamples", "PromptHistory", "SUCCESS_THRESHOLD", "successes"]
+
+SUCCESS_THRESHOLD = 1.0  # the one success threshold: a sample succeeds when its reward >= this
+
+
+def successes(rewards, threshold: float = SUCCESS_THRESHOLD):
+    """success_i = [r_i >= threshold]: bool tensor for a tensor, bool numpy array otherwise.
+
+    Verifier rewards are binary (1 correct, 0 not), so the default threshold 1.0 counts exactly the
+    correct samples; every success count (pass@k, history, D_pef, diversity metrics) goes through here.
+    """
+    if isinstance(rewards, Tensor):
+        return rewards >= threshold
+    return np.asarray(rewards) >= threshold
 
 
 @dataclass
@@ -71,7 +84,7 @@ class Batch:
     prior_success, prior_trials: the sample's prompt's cumulative successes / rollouts before this
         batch [B] — history-counted gating (zero_success, bbg with counts="history") needs them.
     pef: [B] bool, True for samples of prompts in DPH's D_pef (they get only the divergence term).
-    success_threshold: a sample is a success when reward >= this (default 1.0, binary rewards).
+    success_threshold: a sample is a success when reward >= this (default SUCCESS_THRESHOLD = 1.0).
     max_len: T_max for the seq-mean-token-sum-norm aggregation (default T).
     """
 
@@ -87,7 +100,7 @@ class Batch:
     prior_success: Tensor | None = None
     prior_trials: Tensor | None = None
     pef: Tensor | None = None
-    success_threshold: float = 1.0
+    success_threshold: float = SUCCESS_THRESHOLD
     max_len: int | None = None
 
     def __post_init__(self):
@@ -132,8 +145,8 @@ class Batch:
 
     @property
     def success(self) -> Tensor:
-        """bool [B]: reward >= success_threshold."""
-        return self.rewards >= self.success_threshold
+        """bool [B]: reward >= success_threshold (`successes`)."""
+        return successes(self.rewards, self.success_threshold)
 
     @property
     def token_mask(self) -> Tensor:

@@ -1,4 +1,11 @@
-"""Tasks and verifiers behind one protocol (see `base`): multisolution, countdown, math, bandit."""
+"""Tasks and verifiers behind one protocol (`base.Task`), in one registry: `TASKS`.
+
+    make_task(TaskConfig(name="countdown"))   # TASKS["countdown"].from_config(tcfg)
+    register_task(MyTask)                     # a new `Task` subclass, as task.name = MyTask.name
+
+`TASKS` maps a name to its `Task` subclass; the config's task.name choices are its keys, and the
+optional parts of the protocol (`supports_sft`, `correct_set`) are read from the class.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +16,26 @@ from .math_task import MathTask, last_boxed, read_rows
 from .multisolution import MultiSolution
 
 __all__ = ["BanditTask", "Countdown", "MathTask", "MultiSolution", "Prompt", "Score", "STATUSES",
-           "Task", "VerifierTimeout", "last_boxed", "make_task", "read_rows", "score", "time_limit"]
+           "TASKS", "Task", "VerifierTimeout", "last_boxed", "make_task", "read_rows", "register_task",
+           "score", "time_limit"]
+
+TASKS: dict[str, type[Task]] = {}
 
 
-def make_task(tcfg):
-    """The task named by TaskConfig `tcfg`."""
-    if tcfg.name == "multisolution":
-        return MultiSolution(tcfg.num_prompts, tcfg.test_fraction, tcfg.difficulty, tcfg.seed)
-    if tcfg.name == "countdown":
-        return Countdown(tcfg.num_prompts, tcfg.test_fraction, tcfg.difficulty, tcfg.seed)
-    if tcfg.name == "math":
-        return MathTask(tcfg.path, tcfg.test_fraction, tcfg.seed)
-    if tcfg.name == "bandit":
-        return BanditTask.random(tcfg.num_prompts, tcfg.num_outcomes, tcfg.seed)
-    raise ValueError(f"task.name = {tcfg.name!r} is invalid; allowed: multisolution, countdown, math, bandit")
+def register_task(cls: type[Task]) -> type[Task]:
+    """Make Task subclass `cls` available as task.name = cls.name (usable as a class decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Task)) or not cls.name:
+        raise ValueError(f"task = {cls!r} is invalid; allowed: a llm.tasks.Task subclass with a name")
+    TASKS[cls.name] = cls
+    return cls
+
+
+for _cls in (MultiSolution, Countdown, MathTask, BanditTask):
+    register_task(_cls)
+
+
+def make_task(tcfg) -> Task:
+    """The task named by TaskConfig `tcfg` (ValueError naming task.name when it is not registered)."""
+    if tcfg.name not in TASKS:
+        raise ValueError(f"task.name = {tcfg.name!r} is invalid; allowed: {', '.join(TASKS)}")
+    return TASKS[tcfg.name].from_config(tcfg)

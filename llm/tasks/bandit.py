@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Prompt, Score, check_split
+from collapse_lab.objective import successes
+
+from .base import Prompt, Score, Task, check_split
 
 
-class BanditTask:
+class BanditTask(Task):
+    """The simulator's bandit problem for BanditLM: one token per response, reward table (P, K)."""
+
     name = "bandit"
+    supports_sft = True
 
     def __init__(self, rewards):
         self.rewards = np.asarray(rewards, dtype=np.float64)  # (P, K)
@@ -28,12 +33,18 @@ class BanditTask:
         r[np.arange(num_prompts), rng.integers(0, num_outcomes, num_prompts)] = 1.0
         return cls(r)
 
+    @classmethod
+    def from_config(cls, tcfg):
+        """The task of TaskConfig `tcfg`."""
+        return cls.random(tcfg.num_prompts, tcfg.num_outcomes, tcfg.seed)
+
     def prompts(self, split: str) -> list[Prompt]:
         check_split(split)
         return list(self._all)
 
-    def correct_set(self, prompt: Prompt) -> list[str]:
-        return [str(k) for k in np.flatnonzero(self.rewards[prompt.id] >= 1.0)]
+    def correct_set(self, prompt: Prompt) -> frozenset[str]:
+        """The outcomes k with a successful reward."""
+        return frozenset(str(k) for k in np.flatnonzero(successes(self.rewards[prompt.id])))
 
     def check(self, prompt: Prompt, response: str) -> Score:
         try:
@@ -43,8 +54,9 @@ class BanditTask:
         if not 0 <= k < self.rewards.shape[1]:
             return Score(0.0, None, "unparsed")
         r = float(self.rewards[prompt.id, k])
-        return Score(r, str(k), "correct" if r >= 1.0 else "wrong")
+        return Score(r, str(k), "correct" if successes(r) else "wrong")
 
     def answers(self, prompt: Prompt, n: int, rng, wrong_share: float = 0.0) -> list[str]:
+        """n outcomes drawn uniformly from all K (the simulator's uniform start; wrong_share unused)."""
         K = self.rewards.shape[1]
         return [str(int(k)) for k in rng.integers(0, K, n)]

@@ -8,7 +8,8 @@ verifier: parse error, overflow, recursion, memory; or a malformed Score) gets r
 "error". The trainer counts every status of STATUSES per step. The outcome string is the canonical
 final answer (equal answers share it); the trainer maps it to the integer ids that IPS and the
 diversity metrics need.
-Synthetic tasks also give `answers(prompt, n, rng, wrong_share)` (SFT data) and `correct_set(prompt)`.
+Tasks subclass `Task`, which declares the optional parts of the protocol with their defaults
+(`supports_sft` / `answers` for SFT data, `correct_set` for the exact correct-answer set).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import math
 import signal
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol
 
 STATUSES = ("correct", "wrong", "unparsed", "timeout", "error")
 
@@ -41,12 +41,40 @@ class Score:
     status: str
 
 
-class Task(Protocol):
-    name: str
+class Task:
+    """The task protocol; every task subclasses it and is registered in `llm.tasks.TASKS`.
 
-    def prompts(self, split: str) -> list[Prompt]: ...
+    Required: `name`; `from_config(tcfg)` (classmethod: the task of an llm.config.TaskConfig);
+    `prompts(split) -> list[Prompt]` (split "train", "test" or "all");
+    `check(prompt, response) -> Score` (run through `score`, which bounds its time and failures).
+    Optional, declared here with their defaults:
+    - `supports_sft: bool` (False): `answers` generates SFT targets; `llm.sft` refuses other tasks.
+    - `answers(prompt, n, rng, wrong_share=0.0) -> list[str]`: n SFT target responses, correct ones
+      drawn uniformly from the correct set, each replaced with probability `wrong_share` by a wrong
+      one (numpy Generator `rng`). Default: NotImplementedError.
+    - `correct_set(prompt) -> frozenset[str] | None`: every canonical correct outcome of the prompt
+      (the outcome strings `check` gives with reward 1), or None when the task cannot enumerate them
+      (math). Default: None.
+    """
 
-    def check(self, prompt: Prompt, response: str) -> Score: ...
+    name: str = ""
+    supports_sft: bool = False
+
+    @classmethod
+    def from_config(cls, tcfg) -> Task:
+        raise NotImplementedError(f"task {cls.name!r} must define the classmethod from_config(tcfg)")
+
+    def prompts(self, split: str) -> list[Prompt]:
+        raise NotImplementedError(f"task {self.name!r} must define prompts(split)")
+
+    def check(self, prompt: Prompt, response: str) -> Score:
+        raise NotImplementedError(f"task {self.name!r} must define check(prompt, response)")
+
+    def answers(self, prompt: Prompt, n: int, rng, wrong_share: float = 0.0) -> list[str]:
+        raise NotImplementedError(f"task {self.name!r} has no answer generator (supports_sft = False)")
+
+    def correct_set(self, prompt: Prompt) -> frozenset[str] | None:
+        return None
 
 
 class VerifierTimeout(BaseException):

@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .base import Prompt, Score, check_split, split_ids
+from .base import Prompt, Score, Task, check_split, split_ids
 
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _CHARS = set("0123456789+-*/() ")
@@ -92,8 +92,11 @@ def all_expressions(numbers) -> dict[str, tuple[str, Fraction]]:
     return out
 
 
-class Countdown:
+class Countdown(Task):
+    """An arithmetic expression of the given numbers that equals the target (many per prompt)."""
+
     name = "countdown"
+    supports_sft = True
 
     def __init__(self, num_prompts: int = 64, test_fraction: float = 0.25, difficulty: int = 3,
                  seed: int = 0, max_number: int = 10):
@@ -111,13 +114,19 @@ class Countdown:
             self._solutions[pid] = sorted(e for e, v in exprs.values() if v == target)
         self._train, self._test = split_ids(num_prompts, test_fraction, rng)
 
+    @classmethod
+    def from_config(cls, tcfg):
+        """The task of TaskConfig `tcfg`."""
+        return cls(tcfg.num_prompts, tcfg.test_fraction, tcfg.difficulty, tcfg.seed)
+
     def prompts(self, split: str) -> list[Prompt]:
         check_split(split)
         ids = {"train": self._train, "test": self._test}.get(split, range(len(self._all)))
         return [self._all[i] for i in ids]
 
-    def correct_set(self, prompt: Prompt) -> list[str]:
-        return self._solutions[prompt.id]
+    def correct_set(self, prompt: Prompt) -> frozenset[str]:
+        """Every canonical expression of the given numbers that equals the target."""
+        return frozenset(self._solutions[prompt.id])
 
     def check(self, prompt: Prompt, response: str) -> Score:
         """Reward 1 iff the expression uses each given number once and equals the target."""

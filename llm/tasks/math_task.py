@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Prompt, Score, check_split, split_ids
+from .base import Prompt, Score, Task, check_split, split_ids
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)  # we run our own time limit (base.time_limit)
 TEMPLATE = "{problem}\nPut the final answer within \\boxed{{}}.\n"
@@ -239,7 +239,9 @@ def canonical_answer(boxed: str, parsed=None) -> str:
         return "".join(boxed.split())
 
 
-class MathTask:
+class MathTask(Task):
+    """Problems with one reference answer each; no SFT generator, no enumerable correct set."""
+
     name = "math"
 
     def __init__(self, path, test_fraction: float = 0.25, seed: int = 0, template: str = TEMPLATE,
@@ -253,6 +255,11 @@ class MathTask:
                      for i, r in enumerate(rows)]
         self._train, self._test = split_ids(len(rows), test_fraction, np.random.default_rng(seed))
         self._golds: dict = {}
+
+    @classmethod
+    def from_config(cls, tcfg):
+        """The task of TaskConfig `tcfg`."""
+        return cls(tcfg.path, tcfg.test_fraction, tcfg.seed)
 
     def prompts(self, split: str) -> list[Prompt]:
         check_split(split)

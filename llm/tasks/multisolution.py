@@ -12,7 +12,7 @@ import itertools
 
 import numpy as np
 
-from .base import Prompt, Score, check_split, split_ids
+from .base import Prompt, Score, Task, check_split, split_ids
 
 
 def solutions(t: int, m: int, d: int) -> list[str]:
@@ -20,8 +20,11 @@ def solutions(t: int, m: int, d: int) -> list[str]:
     return ["".join(map(str, c)) for c in itertools.product(range(m + 1), repeat=d) if sum(c) == t]
 
 
-class MultiSolution:
+class MultiSolution(Task):
+    """d digits, each <= m, summing to t: up to hundreds of correct answers per prompt."""
+
     name = "multisolution"
+    supports_sft = True
 
     def __init__(self, num_prompts: int = 64, test_fraction: float = 0.25, difficulty: int = 3,
                  seed: int = 0):
@@ -38,15 +41,25 @@ class MultiSolution:
         self._train, self._test = split_ids(num_prompts, test_fraction, rng)
         self._solutions: dict[int, list[str]] = {}
 
+    @classmethod
+    def from_config(cls, tcfg):
+        """The task of TaskConfig `tcfg`."""
+        return cls(tcfg.num_prompts, tcfg.test_fraction, tcfg.difficulty, tcfg.seed)
+
     def prompts(self, split: str) -> list[Prompt]:
         check_split(split)
         ids = {"train": self._train, "test": self._test}.get(split, range(len(self._all)))
         return [self._all[i] for i in ids]
 
-    def correct_set(self, prompt: Prompt) -> list[str]:
+    def _correct(self, prompt: Prompt) -> list[str]:
+        """The correct answers in lexicographic order (cached; the order SFT sampling uses)."""
         if prompt.id not in self._solutions:
             self._solutions[prompt.id] = solutions(*prompt.answer, self.d)
         return self._solutions[prompt.id]
+
+    def correct_set(self, prompt: Prompt) -> frozenset[str]:
+        """Every d-digit string with digits <= m summing to t."""
+        return frozenset(self._correct(prompt))
 
     def check(self, prompt: Prompt, response: str) -> Score:
         """Reward 1 iff the response is d digits, each <= m, summing to t."""
@@ -60,7 +73,7 @@ class MultiSolution:
     def answers(self, prompt: Prompt, n: int, rng, wrong_share: float = 0.0) -> list[str]:
         """n SFT targets: uniformly drawn correct answers, each replaced with probability
         `wrong_share` by a uniformly drawn wrong d-digit string."""
-        correct = self.correct_set(prompt)
+        correct = self._correct(prompt)
         out = []
         for _ in range(n):
             if rng.random() < wrong_share:

@@ -72,7 +72,7 @@ CASES = [  # (command, argv with {tmp} for the fixture's folder, field named in 
     (train, ["--recipe.name", "dph_js", "--recipe.overrides", "{eta = nan}"], "recipe.overrides.eta"),
     (train, ["--recipe.overrides", "{beta = nan}"], "recipe.overrides.beta"),
     (train, ["--recipe.overrides", "{nonsense = 1}"], "recipe.overrides"),
-    (train, ["--recipe.overrides", "{clip_high = -1.0}"], "recipe.overrides"),
+    (train, ["--recipe.overrides", "{clip_high = -1.0}"], "recipe.overrides.policy.clip_high"),
 ]
 
 

@@ -73,3 +73,19 @@ def test_help_in_a_real_process():
     shown = printed_defaults(r.stdout)
     assert shown["bench.warmup"] == "1" and shown["optim.num_minibatches"] == "1"
     assert "j % M == m" in " ".join(r.stdout.split())
+
+
+def test_help_lists_the_registries(capsys):
+    """--recipe.name lists every recipe with its RECIPE_INFO line; task and engine choices come from
+    their registries."""
+    from collapse_lab.objective import RECIPE_INFO
+    from llm.rollout import ENGINES
+    from llm.tasks import TASKS
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    flat = lambda t: re.sub(r"-\s+", "-", " ".join(t.split()))  # noqa: E731 -- argparse wraps at hyphens
+    text = flat(capsys.readouterr().out)
+    for name, line in RECIPE_INFO.items():
+        assert f"{name}: {flat(line).rstrip('.')}" in text
+    for name in list(TASKS) + list(ENGINES):
+        assert f" {name}: " in text or f" {name}." in text or f"Choices: {name}" in text

@@ -45,11 +45,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("name", ["grpo", "zero_success"])
-def test_ddp_two_processes_equal_one(sft_model, train_config, tmp_path, name):
-    """zero_success reads per-prompt history, which every process must hold for all prompts."""
+@pytest.mark.parametrize("name, overrides", [("grpo", {}), ("zero_success", {}),
+                                             ("isac+dph_js", {"normalize": True, "std": "batch", "n_pre": 2})])
+def test_ddp_two_processes_equal_one(sft_model, train_config, tmp_path, name, overrides):
+    """zero_success reads per-prompt history, which every process must hold for all prompts; isac with
+    normalize and std="batch" reduces batch statistics over processes in recipe.prepare; dph_js's
+    reference rows and their denominators are split over processes."""
     kw = dict(rollout={"prompts_per_step": 8}, optim={"num_minibatches": 2, "micro_groups": 1},
-              model={"dtype": "float64"}, task={"num_prompts": 8})  # 6 train prompts: repeats
+              model={"dtype": "float64"}, task={"num_prompts": 8},  # 6 train prompts: repeats
+              recipe={"overrides": overrides})
     single = train_config(tmp_path / "single", sft_model, name, steps=3, **kw)
     train(single)
     ddp = train_config(tmp_path / "ddp", sft_model, name, steps=3, **kw)
@@ -71,3 +75,6 @@ def test_ddp_two_processes_equal_one(sft_model, train_config, tmp_path, name):
     for s in STATUSES:  # status counts are summed over both processes
         assert [r[f"status/{s}"] for r in ra] == [r[f"status/{s}"] for r in rb]
     assert all(sum(r[f"status/{s}"] for s in STATUSES) == 8 * 4 for r in rb)
+    if "dph" in name:  # D_pef is not empty: the divergence term was trained, equally in both runs
+        assert ra[0]["pef_prompts"] > 0 and any(r["div_loss"] != 0 for r in ra)
+        assert all(abs(x["div_loss"] - y["div_loss"]) < 1e-9 for x, y in zip(ra, rb))

@@ -34,7 +34,7 @@ def test_multisolution():
     p = next(q for q in task.prompts("all") if q.answer == (7, 4)) if any(
         q.answer == (7, 4) for q in task.prompts("all")) else task.prompts("all")[0]
     t, m = p.answer
-    good = task.correct_set(p)
+    good = sorted(task.correct_set(p))
     # hand count: 3 digits <= m summing to t, brute force over 1000 strings
     assert len(good) == sum(1 for i in range(1000) if sum(map(int, f"{i:03d}")) == t
                             and max(map(int, f"{i:03d}")) <= m)
@@ -66,7 +66,7 @@ def test_countdown():
     task = Countdown(num_prompts=4, difficulty=3, seed=0)
     p = task.prompts("all")[0]
     nums, target = p.answer
-    good = task.correct_set(p)
+    good = sorted(task.correct_set(p))
     assert good and all(score(task, p, e).status == "correct" for e in good)
     # commuted / re-associated forms share the canonical outcome
     a, b, c = nums
@@ -128,3 +128,48 @@ def test_math_parquet(tmp_path):
     pq.write_table(pa.table({"problem": ["a", "b"], "answer": ["1", None]}), path)
     with pytest.raises(ValueError, match=r"m.parquet' is invalid.*\(row 2: field 'answer' missing or null"):
         MathTask(path)
+
+
+def test_task_registry_and_optional_protocol():
+    """TASKS is the registry behind make_task and the config; the optional parts are declared on Task."""
+    from llm import config as C
+    from llm.tasks import TASKS, Task, make_task, register_task
+
+    assert set(TASKS) == {"multisolution", "countdown", "math", "bandit"}
+    assert all(issubclass(cls, Task) for cls in TASKS.values())
+    assert {n for n, cls in TASKS.items() if cls.supports_sft} == {"multisolution", "countdown", "bandit"}
+    assert Task.correct_set(TASKS["math"], None) is None  # the declared default: not enumerable
+    bandit = make_task(C.TaskConfig(name="bandit", num_prompts=4, num_outcomes=5))
+    p = bandit.prompts("train")[0]
+    assert bandit.correct_set(p) == frozenset(str(k) for k in range(5) if bandit.rewards[p.id, k] >= 1.0)
+
+    class Echo(Task):
+        name = "echo_test"
+
+        @classmethod
+        def from_config(cls, tcfg):
+            return cls()
+
+    try:
+        register_task(Echo)
+        cfg = C.TaskConfig(name="echo_test")
+        cfg.validate()  # the config's choices derive from the registry
+        assert isinstance(make_task(cfg), Echo) and make_task(cfg).correct_set(p) is None
+        with pytest.raises(NotImplementedError, match="supports_sft"):
+            make_task(cfg).answers(p, 1, np.random.default_rng(0))
+    finally:
+        TASKS.pop("echo_test", None)
+    with pytest.raises(ValueError, match=r"task.name = 'echo_test' is invalid; allowed: multisolution"):
+        C.TaskConfig(name="echo_test").validate()
+    with pytest.raises(ValueError, match="Task subclass"):
+        register_task(object)
+
+
+def test_sft_refuses_a_task_without_answers(tmp_path):
+    from llm import config as C
+    from llm.sft import SFTConfig, sft
+    cfg = C.from_dict(SFTConfig, {"task": {"name": "math", "path": str(tmp_path / "none.jsonl")},
+                                  "run": {"out_dir": str(tmp_path / "o")}})
+    with pytest.raises(ValueError, match=r"task.name = 'math' has no answer generator; allowed: .*"
+                                         r"multisolution, countdown, bandit"):
+        sft(cfg)
