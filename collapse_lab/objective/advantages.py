@@ -27,9 +27,10 @@ from .groups import (
 )
 
 __all__ = ["group_advantages", "population_advantages", "ADVANTAGES", "GROUP_RELATIVE", "STD_MODES",
-           "log_comb", "batch_std"]
+           "log_comb", "batch_std", "PASSK_EPS"]
 
 STD_MODES = ("group", "batch", "none")
+PASSK_EPS = 1e-6  # pass@k advantages divide by s + PASSK_EPS (Passk_Training `passk_adv.py`); sim kernels read it
 
 
 def _grpo(rewards, inv, n, *, std="group", ddof=1, eps=1e-6, reduce=None, **_):
@@ -97,7 +98,7 @@ def _passk(rewards, inv, n, *, k: int, success_threshold: float = SUCCESS_THRESH
     """Pass@k training advantage (Chen et al. 2025, RUCAIBox/Passk_Training `passk_adv.py`).
 
     Per group of N samples with N_neg failures: R = 1 - C(N_neg,k)/C(N,k), s = sqrt(R(1-R)),
-    A_pos = (1-R)/(s+1e-6), A_neg = (1 - R - C(N_neg-1,k-1)/C(N-1,k-1))/(s+1e-6).
+    A_pos = (1-R)/(s + PASSK_EPS), A_neg = (1 - R - C(N_neg-1,k-1)/C(N-1,k-1))/(s + PASSK_EPS).
     Both are 0 when N_neg < k (every k-subset passes). Combinatorics in float64 via lgamma.
     """
     size = group_size(inv, n, torch.float64)
@@ -110,8 +111,8 @@ def _passk(rewards, inv, n, *, k: int, success_threshold: float = SUCCESS_THRESH
     big_r = 1.0 - torch.exp(log_comb(n_neg, kk) - log_comb(size, kk))  # (n_groups,)
     s = torch.sqrt((big_r * (1.0 - big_r)).clamp_min(0.0))
     frac_all_neg = torch.exp(log_comb(n_neg - 1, kk - 1) - log_comb(size - 1, kk - 1))
-    a_pos = (1.0 - big_r) / (s + 1e-6)
-    a_neg = (1.0 - big_r - frac_all_neg) / (s + 1e-6)
+    a_pos = (1.0 - big_r) / (s + PASSK_EPS)
+    a_neg = (1.0 - big_r - frac_all_neg) / (s + PASSK_EPS)
     adv = torch.where(success.bool(), a_pos[inv], a_neg[inv])
     return adv.to(rewards.dtype)
 
@@ -198,7 +199,7 @@ def population_advantages(x: Tensor, pi: Tensor, kind: str = "grpo", std: str = 
         dr_grpo, rloo x - m            (rloo's G/(G-1) factor -> 1)
         reinforce     x - baseline
         passk         P = pi . success, R = 1 - (1-P)^k, s = sqrt(R(1-R)):
-                      A_pos = (1-R)/(s+1e-6), A_neg = (1 - R - (1-P)^(k-1))/(s+1e-6)
+                      A_pos = (1-R)/(s + PASSK_EPS), A_neg = (1 - R - (1-P)^(k-1))/(s + PASSK_EPS)
     A group whose empirical distribution equals pi gives these values exactly for grpo (ddof=0)
     and dr_grpo (tests/objective/test_advantages.py).
     """
@@ -215,7 +216,8 @@ def population_advantages(x: Tensor, pi: Tensor, kind: str = "grpo", std: str = 
         P = (pi * success).sum(-1, keepdim=True)
         big_r = 1.0 - (1.0 - P) ** k
         s = (big_r * (1.0 - big_r)).clamp_min(0.0).sqrt()
-        return torch.where(success, (1.0 - big_r) / (s + 1e-6), (1.0 - big_r - (1.0 - P) ** (k - 1)) / (s + 1e-6))
+        a_neg = (1.0 - big_r - (1.0 - P) ** (k - 1)) / (s + PASSK_EPS)
+        return torch.where(success, (1.0 - big_r) / (s + PASSK_EPS), a_neg)
     if kind != "grpo":
         raise ValueError(f"population advantages are defined for grpo, dr_grpo, rloo, reinforce, passk; got {kind!r}")
     if std == "group":

@@ -30,9 +30,15 @@ __all__ = [
     "f_generator",
     "categorical_divergence",
     "categorical_divergence_grad",
+    "CLAMP_LOG",
+    "CLAMP_TERM",
+    "DEFAULT_ALPHA",
 ]
 
 LOG2 = math.log(2.0)
+CLAMP_LOG = 20.0  # DPH-RL `dp_actor.py`: the log-ratio d is clamped to [-CLAMP_LOG, CLAMP_LOG] ...
+CLAMP_TERM = 10.0  # ... and the term to [-CLAMP_TERM, CLAMP_TERM] (k3, forward, js, alpha)
+DEFAULT_ALPHA = 0.2  # alpha of the alpha-divergence when none is given (unused by k1-k3 and forward/js)
 REFERENCE_SAMPLED = frozenset({"forward", "js", "alpha"})
 _CLAMPED = frozenset({"k3", "forward", "js", "alpha"})
 
@@ -62,8 +68,8 @@ def _term(kind: str, d: Tensor, alpha: float) -> Tensor:
 DIVERGENCES = ("k1", "k2", "k3", "forward", "js", "alpha")
 
 
-def divergence(logp: Tensor, ref_logp: Tensor, kind: str, alpha: float = 0.2,
-               clamp_log: float = 20.0, clamp_term: float = 10.0) -> Tensor:
+def divergence(logp: Tensor, ref_logp: Tensor, kind: str, alpha: float = DEFAULT_ALPHA,
+               clamp_log: float = CLAMP_LOG, clamp_term: float = CLAMP_TERM) -> Tensor:
     """Per-token divergence term, same shape as logp ([B] or [B, T]); see the module table.
 
     `forward`, `js` and `alpha` must be evaluated on samples drawn from the reference policy
@@ -89,7 +95,7 @@ _EXACT_KIND = {"k1": "reverse_kl", "k2": "reverse_kl", "k3": "reverse_kl", "reve
                "forward": "forward", "js": "js", "alpha": "alpha"}
 
 
-def f_generator(kind: str, alpha: float = 0.2):
+def f_generator(kind: str, alpha: float = DEFAULT_ALPHA):
     """(f, f') of the f-divergence behind `kind`, as functions of the log-ratio d = log u."""
     exact = _resolve(kind)
     if exact == "reverse_kl":
@@ -108,7 +114,7 @@ def _resolve(kind: str) -> str:
     return _EXACT_KIND[kind]
 
 
-def categorical_divergence(logits: Tensor, ref_logits: Tensor, kind: str, alpha: float = 0.2) -> Tensor:
+def categorical_divergence(logits: Tensor, ref_logits: Tensor, kind: str, alpha: float = DEFAULT_ALPHA) -> Tensor:
     """Exact D_f(pi || ref) = sum_y ref_y f(pi_y / ref_y) over the last axis [..., K] -> [...].
 
     k1/k2/k3/reverse_kl give KL(pi || ref); forward gives KL(ref || pi); js and alpha their f.
@@ -121,7 +127,7 @@ def categorical_divergence(logits: Tensor, ref_logits: Tensor, kind: str, alpha:
 
 
 def categorical_divergence_grad(logits: Tensor, ref_logits: Tensor, kind: str,
-                                alpha: float = 0.2) -> Tensor:
+                                alpha: float = DEFAULT_ALPHA) -> Tensor:
     """Closed-form gradient dD_f/dz_j = pi_j (f'(u_j) - E_pi f'(u)) for pi = softmax(z) -> [..., K]."""
     if logits.shape != ref_logits.shape:
         raise ValueError(f"logits shape {tuple(logits.shape)} does not match ref_logits {tuple(ref_logits.shape)}")

@@ -29,8 +29,13 @@ _ENTRIES: dict[str, tuple[Recipe, str]] = {
              "DAPO: clip-higher (0.2, 0.28), token-mean, dynamic sampling drops groups with equal rewards"),
     "rloo": (Recipe("rloo", Advantage("rloo")), "RLOO: leave-one-out baseline A = r_i - mean of the others"),
     "reinforce": (Recipe("reinforce", Advantage("reinforce")), "REINFORCE: A = r - constant baseline"),
-    "reverse_kl": (Recipe("reverse_kl", kl=KLPenalty("k3", beta=0.05)),
-                   "GRPO + 0.05 * k3 KL estimator in the loss (its expected gradient is that of KL(ref || pi))"),
+    # k2 in the loss, not k1 in the reward: its on-policy expected gradient E[d grad log pi] is exactly
+    # grad KL(pi || ref) whatever the advantage (k1 in the reward is exact only with a baseline that
+    # does not depend on the sample, not with GRPO's std division); regularisers.KLPenalty
+    "reverse_kl": (Recipe("reverse_kl", kl=KLPenalty("k2", beta=0.05)),
+                   "GRPO + 0.05 * k2 = (log pi/ref)^2/2 in the loss: expected gradient of KL(pi || ref)"),
+    "k3_kl": (Recipe("k3_kl", kl=KLPenalty("k3", beta=0.05)),
+              "GRPO + 0.05 * k3 in the loss (verl low_var_kl): expected gradient of KL(ref || pi), not pi||ref"),
     "ips_grpo": (Recipe("ips_grpo", shapers=(IPS(),)),
                  "GRPO on inverse-probability-scaled rewards r / max(n_o/G, eps)^alpha (paper D)"),
     "isac": (Recipe("isac", weights=(ISAC(),)),

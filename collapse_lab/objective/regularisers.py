@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .batch import Batch
 from .checks import check_bool, check_choice, check_float, check_int
-from .divergences import REFERENCE_SAMPLED, divergence
+from .divergences import DEFAULT_ALPHA, REFERENCE_SAMPLED, divergence
 
 __all__ = ["KLPenalty", "DPH", "Entropy", "Memory"]
 
@@ -28,8 +28,17 @@ def _need(batch: Batch, field: str, who: str):
 class KLPenalty:
     """KL to the reference on policy samples (verl names k1/k2/k3), in the loss or in the reward.
 
-    Expected gradient under on-policy sampling (in the loss): k1 -> 0, k2 -> grad KL(pi || ref),
-    k3 -> grad KL(ref || pi) (the mass-covering direction, although k3's value estimates KL(pi || ref));
+    With d = log pi(y) - log ref(y) and y ~ pi (on-policy), grad_theta E_pi[k(d)] is not E_pi[grad k(d)]
+    (the samples depend on the policy), so the loss term's expected gradient is, per estimator:
+        k1 in the loss     E[grad d] = sum_y grad pi(y) = 0                       -> nothing
+        k2 in the loss     E[d grad log pi] = grad KL(pi || ref)                  -> "reverse_kl"
+        k3 in the loss     E[(1 - ref/pi) grad log pi] = -sum_y ref grad log pi
+                           = grad KL(ref || pi)  (mass-covering, although k3's value estimates
+                           KL(pi || ref); verl `low_var_kl`, DPH-RL's baseline)  -> "forward"
+        k1 in the reward   policy-gradient part -E[A grad log pi] with A = -beta d + (terms whose
+                           baseline does not depend on the sample: REINFORCE, RLOO) -> "reverse_kl";
+                           GRPO's std division and dr_grpo's own-sample mean bias it; k2 or k3 in the
+                           reward have no divergence gradient (None).
     `expected_gradient_of` states it for the enumeration check of objective.testing.
     """
 
@@ -52,9 +61,10 @@ class KLPenalty:
 
     @property
     def expected_gradient_of(self) -> str | None:
-        """categorical_divergence kind whose gradient the loss term has in expectation (None: zero)."""
+        """categorical_divergence kind whose gradient the term has in expectation (class docstring):
+        in the loss None means zero; in the reward only k1 has one (with an unbiased baseline)."""
         if self.in_reward:
-            return None
+            return "reverse_kl" if self.kind == "k1" else None
         return {"k1": None, "k2": "reverse_kl", "k3": "forward"}[self.kind]
 
     def term(self, batch: Batch) -> Tensor:
@@ -82,7 +92,7 @@ class DPH:
 
     kind: str = "js"
     eta: float = 0.1
-    alpha: float = 0.2
+    alpha: float = DEFAULT_ALPHA
     n_pre: int = 8
     n_ref: int = 1
 

@@ -24,9 +24,11 @@ __all__ = [
     "dynamic_sampling_keep",
     "group_success_counts",
     "COUNT_SOURCES",
+    "ISAC_MEAN_FLOOR",
 ]
 
 COUNT_SOURCES = ("group", "history")
+ISAC_MEAN_FLOOR = 1e-12  # ISAC normalize: the batch-mean multiplier is floored here (sim kernels read it)
 
 
 def ips_rewards(rewards: Tensor, outcome: Tensor, group: Tensor, eps: float = 0.01,
@@ -69,7 +71,7 @@ def isac_multiplier(success: Tensor, group: Tensor, alpha: float = 1.0,
         if reduce is not None:
             total, count = reduce(total, "sum"), reduce(count, "sum")
         if float(count) > 0:
-            scale = scale / (total / count).clamp_min(1e-12)
+            scale = scale / (total / count).clamp_min(ISAC_MEAN_FLOOR)
     return torch.where(success, scale, torch.ones_like(scale))
 
 

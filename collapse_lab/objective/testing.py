@@ -17,10 +17,14 @@ Invariants (`declared_invariants(recipe)` lists the ones a recipe claims):
                   declared when the advantage and every shaper and weight have `flat_zero = True`
                   (and no KL sits in the reward)
     finite        finite loss and gradients on extreme inputs (log-ratios to +-30, rewards to +-100)
-    divergence    the expected gradient of the KL / DPH term, enumerating every G-sample group of a
-                  3-outcome bandit, is beta (eta) times the gradient of the divergence the component
-                  declares (`expected_gradient_of`; None = zero), by categorical_divergence_grad;
-                  logits in [-1, 1], where no +-10 clamp of a term (DPH-RL's) is active
+    divergence    the expected gradient of the KL / DPH term, enumerating every G-sample group
+                  (G = max(3, min_group_size)) of a 3-outcome bandit, is beta (eta) times the gradient
+                  of the divergence the component declares (`expected_gradient_of`; None = zero), by
+                  categorical_divergence_grad. KL in the loss: its own term; KL in the reward (k1,
+                  with an advantage whose baseline does not depend on the sample: `UNBIASED_BASELINE`):
+                  the policy-gradient term, whose rewards do not depend on the samples; DPH: one
+                  reference sample y ~ ref. Logits in [-1, 1], and only where no +-10 clamp of a term
+                  (DPH-RL's) is active (`assume`): the check does not cover the clamped region
 """
 
 from __future__ import annotations
@@ -42,12 +46,32 @@ from .divergences import categorical_divergence_grad, divergence
 from .recipes import Recipe
 from .strategies import BatchCase, FakeWorld, batches
 
-__all__ = ["check_recipe", "declared_invariants", "min_group_size", "INVARIANTS", "batches", "BatchCase",
+__all__ = ["check_recipe", "declared_invariants", "kl_term_name", "UNBIASED_BASELINE", "min_group_size",
+           "INVARIANTS", "batches", "BatchCase",
            "FakeWorld", "whole_grads", "split_grads", "group_rows", "assert_same"]
 
 INVARIANTS = ("micro_batch", "processes", "permutation", "flat_groups", "finite", "divergence")
 TOL = 1e-10
 f64 = torch.float64
+UNBIASED_BASELINE = ("reinforce", "rloo")  # the baseline of sample i does not depend on y_i
+
+
+def kl_term_name(rec: Recipe) -> str | None:
+    """The `Recipe.terms` entry that carries the KL's gradient: "kl" (in the loss), "pg" (k1 in the
+    reward, `expected_gradient_of` = "reverse_kl"), or None (no KL, beta = 0, no divergence)."""
+    kl = rec.kl
+    if kl is None or kl.beta <= 0:
+        return None
+    if not kl.in_reward:
+        return "kl"
+    return "pg" if kl.expected_gradient_of is not None else None
+
+
+def _kl_declared(rec: Recipe) -> bool:
+    """KL in the reward claims its divergence only with an UNBIASED_BASELINE advantage, unshaped."""
+    term = kl_term_name(rec)
+    return term == "kl" or (term == "pg" and rec.advantage.kind in UNBIASED_BASELINE
+                            and not rec.shapers and not rec.weights)
 
 
 def declared_invariants(rec: Recipe) -> tuple[str, ...]:
@@ -55,8 +79,7 @@ def declared_invariants(rec: Recipe) -> tuple[str, ...]:
     flat = getattr(rec.advantage, "flat_zero", False) and all(
         getattr(c, "flat_zero", False) for c in rec.shapers + rec.weights) and not (
         rec.kl is not None and rec.kl.in_reward and rec.kl.beta > 0)
-    div = (rec.kl is not None and not rec.kl.in_reward and rec.kl.beta > 0) or (
-        rec.dph is not None and rec.dph.eta > 0)
+    div = _kl_declared(rec) or (rec.dph is not None and rec.dph.eta > 0)
     return tuple(n for n in INVARIANTS if (n != "flat_groups" or flat) and (n != "divergence" or div))
 
 
@@ -191,7 +214,7 @@ def _bandit_batch(z, z0, y: list[int], ref_y: list[int]) -> Batch:
 
 
 def _check_divergence(rec, case, data):
-    K, G = 3, min_group_size(rec)
+    K, G = 3, max(3, min_group_size(rec))
     z = torch.tensor(data.draw(st.lists(st.floats(-1, 1), min_size=K, max_size=K)), dtype=f64)
     z0 = torch.tensor(data.draw(st.lists(st.floats(-1, 1), min_size=K, max_size=K)), dtype=f64)
     pi, ref = F.softmax(z, -1), F.softmax(z0, -1)
@@ -200,14 +223,16 @@ def _check_divergence(rec, case, data):
         alpha = rec.dph.alpha if rec.dph is not None else 0.2
         assume(bool((divergence(d, torch.zeros_like(d), kind, alpha, clamp_term=math.inf).abs() < 10).all()))
     checks = []
-    if rec.kl is not None and not rec.kl.in_reward and rec.kl.beta > 0:  # on-policy groups y ~ pi
+    kl_term = kl_term_name(rec)
+    if kl_term is not None:  # on-policy groups y ~ pi
         kind = rec.kl.expected_gradient_of
         want = (rec.kl.beta * categorical_divergence_grad(z, z0, kind) if kind else torch.zeros(K, dtype=f64))
         cases = [(list(y), [], float(pi[list(y)].prod())) for y in itertools.product(range(K), repeat=G)]
-        checks.append(("kl", want, cases))
+        checks.append((kl_term, want, cases))
     if rec.dph is not None and rec.dph.eta > 0:  # one reference sample y ~ ref
         want = rec.dph.eta * categorical_divergence_grad(z, z0, rec.dph.kind, rec.dph.alpha)
         checks.append(("div", want, [([0] * G, [y], float(ref[y])) for y in range(K)]))
+    assert checks, f"recipe {rec.name!r} violates divergence: it has no divergence term to check"
     for term, want, cases in checks:
         got = torch.zeros(K, dtype=f64)
         for y, ref_y, prob in cases:

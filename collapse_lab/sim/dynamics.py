@@ -9,10 +9,10 @@ which drops prompts whose rewards are all equal):
     dL/dz_p = -s sum_y pi_y A_y (e_y - pi_p) + beta s dKL(pi||ref)/dz + eta s dD_f/dz - c_H s dH/dz
     A_y: grpo (x_y - E_pi x)/(sd_pi x + eps) (std group/batch/none), dr_grpo/rloo E-centred,
     reinforce x_y - b, passk with R = 1 - (1-P)^k; x_y = r_y [- beta k(d_y) in-reward]
-    [/ max(pi_y, eps)^alpha for IPS: p_hat -> pi]. Divergence terms use the *exact* gradient of the
-    divergence they estimate (objective.categorical_divergence_grad): note that the k3 estimator in
-    the loss has, in expectation over policy samples, the gradient of KL(ref || pi) instead; the
-    sampled and mean-field modes keep the estimator. DPH in flow applies E[r] - eta D_f to every
+    [/ max(pi_y, eps)^alpha for IPS: p_hat -> pi]. Divergence terms use the exact gradient of the
+    divergence whose gradient the sampled term has in expectation (`expected_gradient_of`, by
+    objective.categorical_divergence_grad): KL in the loss k2 (`reverse_kl`) -> KL(pi || ref),
+    k3 (`k3_kl`) -> KL(ref || pi), k1 -> none; DPH -> its D_f. DPH in flow applies E[r] - eta D_f to every
     trained prompt (no D_pef split). Undefined (ValueError): ISAC, BBG, zero-success, unlikeliness,
     memory sampling.
 mean_field (exact E over the G samples of each prompt):
@@ -58,9 +58,10 @@ def flow_grad(rec, z, problem, tp) -> np.ndarray:
     n = max(int(keep.sum()), 1) if rec.policy.agg == "token-mean" else len(tp)
     s = 1.0 / n  # aggregation over n G samples; T_max = 1 for bandit responses
     g = -s * keep[:, None] * (pi * adv - pi * (pi * adv).sum(1, keepdims=True))
-    if rec.kl is not None and not rec.kl.in_reward and rec.kl.beta > 0:
+    kl_kind = None if rec.kl is None or rec.kl.in_reward else rec.kl.expected_gradient_of
+    if kl_kind is not None and rec.kl.beta > 0:
         g += s * rec.kl.beta * keep[:, None] * categorical_divergence_grad(
-            zt, torch.from_numpy(problem.logits[tp]), rec.kl.kind).numpy()
+            zt, torch.from_numpy(problem.logits[tp]), kl_kind).numpy()
     if rec.dph is not None and rec.dph.eta > 0:
         g += s * rec.dph.eta * categorical_divergence_grad(
             zt, torch.from_numpy(problem.logits[tp]), rec.dph.kind, rec.dph.alpha).numpy()

@@ -25,6 +25,9 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
+from ..objective.advantages import PASSK_EPS
+from ..objective.divergences import CLAMP_LOG, CLAMP_TERM, DEFAULT_ALPHA
+from ..objective.shaping import ISAC_MEAN_FLOOR
 from .metric_kernels import GRAD_L1, N_STATS, grad_l1, row_stats, softmax_row  # noqa: F401  (re-exported)
 
 # integer code slots (ic) ------------------------------------------------------------------------
@@ -40,6 +43,10 @@ A_GRPO, A_DR, A_RLOO, A_REINFORCE, A_PASSK, A_UNLIKELY = range(6)
 W_ISAC, W_ZERO, W_BBG = 1, 2, 3
 D_K1, D_K2, D_K3, D_FORWARD, D_JS, D_ALPHA = range(6)
 LOG2 = math.log(2.0)
+# One source for the objective's constants (imported above): numba freezes module-level floats at
+# compile time. The on-disk cache (cache=True) keys on this file, so after changing one of them in
+# collapse_lab/objective clear NUMBA_CACHE_DIR (or touch this file).
+KL_ALPHA = DEFAULT_ALPHA  # the alpha argument of div_term_grad for KL terms (unused by k1-k3)
 
 # argument groups of recipe_grad (numba namedtuples: named fields, no runtime cost) -----------------
 Draws = namedtuple("Draws", ["u", "y"])
@@ -88,14 +95,14 @@ def sample_outcomes(qz, tp, u, y):
 @njit(cache=True, error_model="numpy")
 def div_term_grad(code, d, alpha):
     """(term, dterm/dd) of METHODS §3 at log-ratio d, clamped as objective.divergence does
-    (d to [-20, 20] and the term to [-10, 10] for k3/forward/js/alpha): where a clamp is active the
+    (d to +-CLAMP_LOG and the term to +-CLAMP_TERM for k3/forward/js/alpha): where a clamp is active the
     gradient is 0 (torch.clamp passes it on the closed range)."""
     if code == D_K1:
         return d, 1.0
     if code == D_K2:
         return 0.5 * d * d, d
-    live = -20.0 <= d <= 20.0
-    d = min(max(d, -20.0), 20.0)
+    live = -CLAMP_LOG <= d <= CLAMP_LOG
+    d = min(max(d, -CLAMP_LOG), CLAMP_LOG)
     u = math.exp(d)
     if code == D_K3:
         t, dt = math.expm1(-d) + d, -math.expm1(-d)
@@ -107,9 +114,9 @@ def div_term_grad(code, d, alpha):
     else:  # alpha
         t = (math.exp((1.0 - alpha) * d) - (1.0 - alpha) * u - alpha) / (alpha * (alpha - 1.0))
         dt = (u - math.exp((1.0 - alpha) * d)) / alpha
-    if t < -10.0 or t > 10.0:
+    if t < -CLAMP_TERM or t > CLAMP_TERM:
         live = False
-        t = min(max(t, -10.0), 10.0)
+        t = min(max(t, -CLAMP_TERM), CLAMP_TERM)
     return t, (dt if live else 0.0)
 
 
@@ -299,7 +306,7 @@ def _sample_and_shape(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, l
             yb = y[r, j, b]
             x = xs[r, j, b]
             if kl_rew:
-                t, _ = div_term_grad(ic[KL], lp[yb] - ref_lp[p, yb], 0.2)
+                t, _ = div_term_grad(ic[KL], lp[yb] - ref_lp[p, yb], KL_ALPHA)
                 x -= fp[KL_BETA] * t
             if ips:
                 n_o = 0.0
@@ -338,7 +345,7 @@ def _batch_normalisers(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied
     norm[r, 0] = max(kept, 1.0) if ic[AGG] == 0 else (B * ic[TMAX] if ic[AGG] == 3 else B)
     norm[r, 1] = rows if ic[AGG] < 3 else rows * ic[TMAX]
     norm[r, 2] = np.nan
-    norm[r, 3] = max(s / ns, 1e-12) if ns > 0 else 1.0
+    norm[r, 3] = max(s / ns, ISAC_MEAN_FLOOR) if ns > 0 else 1.0
     if ic[STD] == 1:
         m = 0.0
         for j in range(Pt):
@@ -371,7 +378,7 @@ def _group_gradient(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_
         yb = y[r, j, b]
         cb = scale * pg_grad(lp[yb], old[r, j, b], adv[b], ic, fp)
         if ic[KL] >= 0 and ic[KL_IN_REWARD] == 0 and fp[KL_BETA] > 0:
-            _, dt = div_term_grad(ic[KL], lp[yb] - ref_lp[p, yb], 0.2)
+            _, dt = div_term_grad(ic[KL], lp[yb] - ref_lp[p, yb], KL_ALPHA)
             cb += fp[KL_BETA] * scale * dt
         coef[r, j, b] = cb
         sum_c += cb
@@ -419,7 +426,7 @@ def group_advantage(x, ic, fp, bstd, adv):
         s = math.sqrt(max(big_r * (1.0 - big_r), 0.0))
         frac = math.exp(log_comb(n_neg - 1.0, kk - 1.0) - log_comb(G - 1.0, kk - 1.0))
         for b in range(G):
-            adv[b] = (1.0 - big_r) / (s + 1e-6) if x[b] >= fp[THRESH] else (1.0 - big_r - frac) / (s + 1e-6)
+            adv[b] = (1.0 - big_r) / (s + PASSK_EPS) if x[b] >= fp[THRESH] else (1.0 - big_r - frac) / (s + PASSK_EPS)
         return
     if kind == A_REINFORCE:
         for b in range(G):

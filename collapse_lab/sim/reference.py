@@ -45,9 +45,9 @@ def _batch(rec, lp, problem, tp, y, r, state) -> Batch:
         yr = state.ref_y[r][pr, q]
         if len(pr):
             pr_t, yr_t = torch.from_numpy(pr), torch.from_numpy(yr)
-            refs = RefSamples(lp[pr_t, yr_t], ref_lp[pr_t, yr_t])
+            refs = RefSamples(lp[pr_t, yr_t], ref_lp[pr_t, yr_t], None, pr_t)  # group = prompt: splittable
         else:  # no D_pef prompt: an empty reference set, the divergence term is 0
-            refs = RefSamples(lp.new_zeros(0), ref_lp.new_zeros(0))
+            refs = RefSamples(lp.new_zeros(0), ref_lp.new_zeros(0), None, pb.new_zeros(0))
     entropy = -(lp.exp() * lp).sum(-1)[pb]
     return Batch(logp=lp[pb, yb], rewards=R[pb, yb], group=pb, old_logp=old, outcome=yb,
                  ref_logp=ref_lp[pb, yb], entropy=entropy, ref_samples=refs,
@@ -57,7 +57,8 @@ def _batch(rec, lp, problem, tp, y, r, state) -> Batch:
 
 
 def torch_grads(rec, params, problem, tp, y, state) -> tuple[dict, np.ndarray, list]:
-    """Autograd gradients of `rec.loss` per replicate -> ({'theta': [R,P,K], 'w': [R,D]}, g_z, diags)."""
+    """Autograd gradients of `rec.loss(batch, rec.prepare(batch))` per replicate
+    -> ({'theta': [R,P,K], 'w': [R,D]}, g_z, diags)."""
     R = y.shape[0]
     z0 = torch.from_numpy(params.z0)
     phi = None if params.phi is None else torch.from_numpy(params.phi)
@@ -71,7 +72,9 @@ def torch_grads(rec, params, problem, tp, y, state) -> tuple[dict, np.ndarray, l
             z = z + torch.einsum("pkd,d->pk", phi, leaves["w"])
         z.retain_grad()
         lp = F.log_softmax(z, -1)
-        loss, diag = rec.loss(_batch(rec, lp, problem, tp, y, r, state))
+        b = _batch(rec, lp, problem, tp, y, r, state)
+        prep = rec.prepare(b)  # phase 1 on the whole rollout batch (advantages, denominators)
+        loss, diag = rec.loss(b, prep)  # phase 2 (the trainer runs it per micro-batch)
         loss.backward()
         for name, leaf in leaves.items():
             grads[name][r] = leaf.grad.numpy()

@@ -54,7 +54,7 @@ def build_recipe(cfg: SimConfig):
         raise ValueError(f"recipe/overrides: {e}") from None
     except TypeError as e:
         raise ValueError(f"overrides: {e}") from None
-    check_supported(rec)
+    check_supported(rec, cfg.backend)  # the torch backend runs sampled mode only (SimConfig)
     if cfg.group_size < 2 and rec.advantage.kind in _GROUP_RELATIVE and cfg.mode != "flow":
         raise ValueError(f"group_size = {cfg.group_size!r} is invalid; allowed: an int >= 2 for recipe "
                          f"{cfg.recipe!r} (advantage {rec.advantage.kind!r} is group-relative)")

@@ -23,8 +23,16 @@ DIV_CODES = {"k1": kn.D_K1, "k2": kn.D_K2, "k3": kn.D_K3, "forward": kn.D_FORWAR
 WEIGHT_CODES = {ISAC: kn.W_ISAC, ZeroSuccess: kn.W_ZERO, BBG: kn.W_BBG}
 
 
-def check_supported(rec: Recipe) -> None:
-    """ValueError for recipe settings the bandit simulator cannot represent."""
+def check_supported(rec: Recipe, backend: str = "numba") -> None:
+    """ValueError for recipe settings the numba kernels cannot represent (backend "numba"): a
+    torch-only component (`Recipe.torch_only`: no `numba = True`, so no kernel term) is named in the
+    error; the torch backend (sampled mode) differentiates `Recipe.loss` and runs any recipe."""
+    if backend != "numba":
+        return
+    if rec.torch_only:
+        raise ValueError(f"backend = 'numba' is invalid; allowed: 'torch' (sampled mode) for recipe "
+                         f"{rec.name!r}: component(s) {', '.join(rec.torch_only)} are torch-only "
+                         f"(no numba kernel term)")
     if isinstance(rec.advantage.baseline, (list, tuple, np.ndarray)):
         raise ValueError("recipe advantage.baseline must be a float in the simulator")
     if len(rec.weights) > 3:

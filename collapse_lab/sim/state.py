@@ -8,7 +8,7 @@
     pef      [R, P] bool   DPH: prompt solved n_pre / n_pre times by the base policy (D_pef)
     ref_y    [R, P, NR]    DPH: stored base-policy outcomes of the D_pef prompts (-1 = none)
     zmem     [R, P, K]     memory recipe: logits of the memory policy (None otherwise)
-    codes    RecipeCodes   the recipe as kernel codes (spec.recipe_codes)
+    codes    RecipeCodes   the recipe as kernel codes (spec.recipe_codes; None on the torch backend)
     lr_fused float         > 0: tabular SGD taken inside the kernel (sampled, numba, tabular, sgd)
     qz       [R, P, K]     sampling logits of the current step (z - mu zmem for the memory recipe)
 
@@ -42,7 +42,7 @@ class RunState:
     pef: np.ndarray
     ref_y: np.ndarray
     zmem: np.ndarray | None
-    codes: kn.RecipeCodes
+    codes: kn.RecipeCodes | None
     lr_fused: float
     fused_stats: bool
     """The kernel computes the logged statistics of the logits it holds (metric_kernels)."""
@@ -61,7 +61,7 @@ class RunState:
                  prior_s=np.zeros((R, P)), prior_n=np.zeros((R, P)), pef=np.zeros((R, P), bool),
                  ref_y=-np.ones((R, P, 1), np.int64),
                  zmem=np.zeros((R, P, K)) if rec.memory is not None else None,
-                 codes=recipe_codes(rec), lr_fused=float(cfg.lr) if fused else 0.0,
+                 codes=recipe_codes(rec) if cfg.backend == "numba" else None, lr_fused=float(cfg.lr) if fused else 0.0,
                  # untrained prompts keep their logits only when parameters are not shared
                  fused_stats=sampled_numba and (cfg.param == "tabular" or len(tp) == P))
         if rec.dph is not None and cfg.mode == "sampled":

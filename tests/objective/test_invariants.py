@@ -46,6 +46,39 @@ def test_kl_estimators_have_the_expected_gradient_they_declare():
         check_recipe(rec, invariants=("divergence",), max_examples=N)
 
 
+# Every recipe with a divergence term: the exact expectation of its gradient over all K^G groups
+# (K = 3, G = 3; objective.testing's `divergence` invariant) is the gradient of the divergence its name
+# states, to 1e-10. DPH's clamps: only where none is active (logits in [-1, 1], |term| < 10 assumed).
+_EXPECTED_GRADIENT = [
+    ("reverse_kl", {}, "reverse_kl"),  # k2 in the loss: KL(pi || ref)
+    ("k3_kl", {}, "forward"),  # k3 in the loss (verl low_var_kl): KL(ref || pi)
+    ("dph_forward", {}, "forward"), ("dph_js", {}, "js"), ("dph_alpha", {}, "alpha"),
+    ("reverse_kl", {"in_reward": True, "kl_kind": "k1", "advantage_kind": "reinforce"}, "reverse_kl"),
+    ("reverse_kl", {"in_reward": True, "kl_kind": "k1", "advantage_kind": "rloo"}, "reverse_kl"),
+]
+
+
+@pytest.mark.parametrize("name,over,want", _EXPECTED_GRADIENT, ids=[f"{n}{o or ''}" for n, o, _ in _EXPECTED_GRADIENT])
+def test_divergence_recipes_have_the_expected_gradient_their_name_states(name, over, want):
+    rec = recipe(name, **over)
+    comp = rec.dph if rec.dph is not None else rec.kl
+    assert comp.expected_gradient_of == want
+    assert "divergence" in declared_invariants(rec)
+    assert check_recipe(rec, invariants=("divergence",), max_examples=10) == ("divergence",)
+
+
+@pytest.mark.parametrize("adv", ["grpo", "dr_grpo"])
+def test_kl_in_reward_with_a_sample_dependent_baseline_is_not_the_kl_gradient(adv):
+    # GRPO's std division and dr_grpo's own-sample mean (factor 1 - 1/G) bias k1-in-reward: not declared,
+    # and the enumeration catches it when asked
+    rec = recipe("reverse_kl", in_reward=True, kl_kind="k1", advantage_kind=adv)
+    assert "divergence" not in declared_invariants(rec)
+    with pytest.raises(AssertionError, match="violates divergence \\(pg\\)"):
+        check_recipe(rec, invariants=("divergence",), max_examples=10, shrink=False)
+    with pytest.raises(AssertionError, match="no divergence term"):
+        check_recipe(recipe("grpo"), invariants=("divergence",), max_examples=2, shrink=False)
+
+
 # ---- controls: a recipe that breaks an invariant is caught -------------------------------------
 @dataclass(frozen=True)
 class _Weight:

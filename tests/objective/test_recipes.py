@@ -86,12 +86,15 @@ def test_dph_pef_samples_only_get_divergence():
     assert loss.item() == pytest.approx(diag["div_loss"]) and diag["div_loss"] > 0
 
 
-def test_reverse_kl_adds_beta_k3_and_needs_reference():
+def test_reverse_kl_adds_beta_k2_and_needs_reference():
     _, batch = random_batch(4)
     base, _ = recipe("grpo").loss(batch)
     loss, diag = recipe("reverse_kl", beta=0.1).loss(batch)
     assert loss.item() == pytest.approx(base.item() + diag["kl_loss"], abs=1e-14)
-    assert diag["kl_loss"] == pytest.approx(0.1 * diag["kl_ref"], rel=1e-12)  # same mask, token-mean
+    d, m = batch.logp.detach() - batch.ref_logp, batch.mask  # token-mean of k2 = d^2 / 2
+    assert diag["kl_loss"] == pytest.approx(0.1 * float((0.5 * d * d * m).sum() / m.sum()), rel=1e-12)
+    _, diag3 = recipe("k3_kl", beta=0.1).loss(batch)  # k3 in the loss: the diagnostic kl_ref is k3 too
+    assert diag3["kl_loss"] == pytest.approx(0.1 * diag3["kl_ref"], rel=1e-12)
     assert recipe("reverse_kl").needs_ref and not recipe("reverse_kl", beta=0.0).needs_ref
     batch.ref_logp = None
     with pytest.raises(ValueError, match="ref_logp"):

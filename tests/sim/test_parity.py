@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from collapse_lab.objective import RECIPES
+from collapse_lab.objective import recipe as make_recipe
 from collapse_lab.sim import Problem, SimConfig, coupled, multimode, simulate
 
 
@@ -27,8 +28,9 @@ VARIANTS = [(name, {}) for name in RECIPES] + [
     ("grpo", {"advantage_ddof": 0}), ("grpo", {"agg": "seq-mean-token-mean"}),
     ("grpo", {"agg": "seq-mean-token-sum"}), ("dr_grpo", {"agg": "token-mean"}),
     ("reinforce", {"baseline": 0.3}), ("rloo", {"dynamic_sampling": True}),
-    ("reverse_kl", {"kl_kind": "k1"}), ("reverse_kl", {"kl_kind": "k2", "beta": 0.5}),
-    ("reverse_kl", {"in_reward": True, "beta": 0.3}),
+    ("reverse_kl", {"kl_kind": "k1"}), ("reverse_kl", {"beta": 0.5}), ("k3_kl", {"beta": 0.5}),
+    ("reverse_kl", {"in_reward": True, "beta": 0.3}), ("k3_kl", {"in_reward": True, "beta": 0.3}),
+    ("reverse_kl", {"in_reward": True, "kl_kind": "k1", "advantage_kind": "rloo", "beta": 0.3}),
     ("ips_grpo", {"ips_alpha": 0.5, "ips_eps": 0.2}), ("isac", {"normalize": True}),
     ("isac", {"isac_alpha": 0.5}), ("zero_success", {"counts": "group"}),
     ("bbg", {"counts": "history", "tau": 0.001}), ("bbg", {"k_ref": 4, "lambda_neg": 0.5}),
@@ -50,7 +52,18 @@ def _pair(problem, **kw):
     return a, b
 
 
-@pytest.mark.parametrize("name,overrides", VARIANTS, ids=[f"{n}{o or ''}" for n, o in VARIANTS])
+def _params(variants):
+    """pytest params; a recipe with torch-only components (no numba kernel term) is skipped, with why."""
+    out = []
+    for name, over in variants:
+        torch_only = make_recipe(name, **over).torch_only
+        marks = pytest.mark.skip(reason=f"{name}: torch-only component(s) {', '.join(torch_only)}") if torch_only \
+            else ()
+        out.append(pytest.param(name, over, marks=marks, id=f"{name}{over or ''}"))
+    return out
+
+
+@pytest.mark.parametrize("name,overrides", _params(VARIANTS))
 def test_numba_matches_torch(name, overrides):
     a, b = _pair(PROBLEM, recipe=name, overrides=dict(overrides))
     moved = np.abs(a.final_logits - PROBLEM.logits).max()
@@ -106,3 +119,57 @@ def test_same_seed_same_bits_and_thread_independent(replicates):
     assert np.array_equal(a.final_logits, c.final_logits)
     d = simulate(PROBLEM, cfg, seed=6)
     assert not np.array_equal(a.final_logits, d.final_logits)
+
+
+def test_torch_backend_batch_splits_into_micro_batches():
+    """The torch backend's Batch (reference rows tagged with their prompt) runs the two phases: the
+    gradient of one batch equals the sum over micro-batches of whole groups (prepare once), 1e-10."""
+    import torch
+
+    from collapse_lab.sim.reference import _batch, sample_numpy
+    from collapse_lab.sim.simulate import build_recipe
+    from collapse_lab.sim.state import RunState
+
+    cfg = SimConfig(recipe="isac+dph_js", overrides={"normalize": True, "advantage_std": "batch", "eta": 0.5},
+                    replicates=1, group_size=6, backend="torch")
+    rec, rng, tp = build_recipe(cfg), np.random.default_rng(0), np.arange(PROBLEM.rewards.shape[0])
+    state = RunState.init(PROBLEM, rec, cfg, rng, 1, tp)
+    y = sample_numpy(PROBLEM.logits[None], tp, rng.random((1, len(tp), 6)))
+
+    def grads(parts):
+        z = torch.tensor(PROBLEM.logits, requires_grad=True)
+        b = _batch(rec, torch.log_softmax(z, -1), PROBLEM, tp, y, 0, state)
+        prep = rec.prepare(b)
+        for part in parts:
+            rows = torch.isin(b.group, torch.tensor(part))
+            rec.loss(b.select(rows), prep.select(rows))[0].backward(retain_graph=True)
+        return z.grad
+
+    assert 0 < state.pef[0].mean() < 1 and len(state.ref_y[0][state.pef[0]]) > 0
+    whole, split = grads([tp]), grads([tp[::3], tp[1::3], tp[2::3]])
+    assert float(whole.abs().max()) > 1e-3
+    np.testing.assert_allclose(split, whole, rtol=0, atol=1e-10)
+
+
+def test_numba_backend_refuses_torch_only_components():
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from collapse_lab.objective import Recipe
+    from collapse_lab.sim.spec import check_supported, recipe_codes
+
+    @dataclass(frozen=True)
+    class Halve:  # a user's advantage weight without a kernel term (no `numba = True`)
+        key: ClassVar[str] = "halve"
+        stage: ClassVar[str] = "weight"
+        needs: ClassVar[frozenset] = frozenset()
+
+        def __call__(self, batch, adv, reduce=None):
+            return 0.5 * adv
+
+    rec = Recipe("mine", weights=(Halve(),))
+    assert rec.torch_only == ("halve",)
+    for call in (lambda: check_supported(rec), lambda: recipe_codes(rec)):
+        with pytest.raises(ValueError, match="backend = 'numba' is invalid; allowed: 'torch'.*halve.*torch-only"):
+            call()
+    check_supported(rec, "torch")  # the torch backend differentiates Recipe.loss: any recipe
