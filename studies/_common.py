@@ -26,7 +26,7 @@ FIG_DIR = Path(__file__).resolve().parent.parent / "figures"
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 RECIPE_COLORS = {
     "grpo": "#000000", "dr_grpo": "#7F7F7F", "dapo": "#A0A0A0", "rloo": "#56B4E9",
-    "reinforce": "#B0B0B0", "reverse_kl": "#D55E00", "ips_grpo": "#0072B2", "isac": "#009E73",
+    "reinforce": "#B0B0B0", "reverse_kl": "#D55E00", "k3_kl": "#993404", "ips_grpo": "#0072B2", "isac": "#009E73",
     "memory": "#66C2A5", "dph_forward": "#CC79A7", "dph_js": "#E69F00", "dph_alpha": "#F0E442",
     "zero_success": "#8C510A", "bbg": "#BF812D", "passk": "#5E3C99", "unlikeliness": "#B2ABD2",
     "entropy": "#E7298A", "base": "#1B9E77",

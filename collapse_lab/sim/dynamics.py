@@ -28,6 +28,8 @@ import math
 import numpy as np
 import torch
 
+from collapse_lab.objective import successes
+
 from ..objective import IPS, categorical_divergence_grad, divergence, population_advantages
 from . import kernels as kn
 from .spec import recipe_codes
@@ -53,7 +55,7 @@ def flow_grad(rec, z, problem, tp) -> np.ndarray:
     for sh in rec.shapers:
         if isinstance(sh, IPS):
             x = x / np.maximum(pi, sh.eps) ** sh.alpha
-    adv = _flow_advantage(rec.advantage, x, pi, r >= 1.0)
+    adv = _flow_advantage(rec.advantage, x, pi, successes(r))
     keep = (r.max(1) > r.min(1)) if rec.dynamic_sampling else np.ones(len(tp), bool)
     n = max(int(keep.sum()), 1) if rec.policy.agg == "token-mean" else len(tp)
     s = 1.0 / n  # aggregation over n G samples; T_max = 1 for bandit responses

@@ -28,6 +28,8 @@ import numba
 import numpy as np
 import torch
 
+from collapse_lab.objective import successes
+
 from ..objective import recipe as make_recipe
 from . import kernels as kn
 from .config import SimConfig
@@ -158,7 +160,7 @@ def _sampled_grads(problem, cfg, rec, params, z, state, rng, log_stats):
         y = sample_numpy(qz, tp, u)
         grads, gz, _ = torch_grads(rec, params, problem, tp, y, state)
         r = problem.rewards[tp[None, :, None], y]  # (R, Pt, G)
-        succ, varied = (r >= 1.0).sum(-1), r.max(-1) > r.min(-1)
+        succ, varied = successes(r).sum(-1), r.max(-1) > r.min(-1)
     state.prior_s[:, tp] += succ
     state.prior_n[:, tp] += G
     if rec.memory is not None:

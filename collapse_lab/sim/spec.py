@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from collapse_lab.objective import SUCCESS_THRESHOLD
+
 from ..objective import BBG, IPS, ISAC, Recipe, ZeroSuccess
 from . import kernels as kn
 
@@ -75,5 +77,5 @@ def recipe_codes(rec: Recipe, max_len: int = 1) -> kn.RecipeCodes:
     ic[kn.OFF_POLICY] = int(rec.memory is not None)
     ic[kn.ENT] = int(rec.needs_entropy)
     fp[kn.ENT_COEF] = rec.entropy.coef if rec.entropy is not None else 0.0
-    fp[kn.THRESH] = 1.0
+    fp[kn.THRESH] = SUCCESS_THRESHOLD  # the kernels read the threshold from here
     return kn.RecipeCodes(ic, fp)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from collapse_lab.objective import successes
+
 from . import kernels as kn
 from .metric_kernels import correct_index
 from .reference import sample_numpy
@@ -74,7 +76,7 @@ class RunState:
         u = rng.random((R, len(tp), rec.dph.n_pre))  # drawn once, before any training uniforms
         z0 = np.broadcast_to(problem.logits, (R,) + problem.logits.shape)
         y = sample_numpy(np.ascontiguousarray(z0), tp, u)  # (R, Pt, n_pre)
-        solved = problem.rewards[tp[None, :, None], y] >= 1.0
+        solved = successes(problem.rewards[tp[None, :, None], y])
         self.pef[:, tp] = solved.all(-1)
         n_ref = min(rec.dph.n_ref, rec.dph.n_pre)
         self.ref_y = -np.ones((R, P, n_ref), np.int64)

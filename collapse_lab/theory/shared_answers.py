@@ -47,11 +47,11 @@ def _softmax(z):
 def _population_advantages(x, pi, kind, std):
     import torch
 
-    from collapse_lab.objective import population_advantages
+    from collapse_lab.objective import population_advantages, successes
 
-    x = np.array(x, dtype=float)  # a writable copy for torch.from_numpy
-    return population_advantages(torch.from_numpy(x), torch.from_numpy(np.array(pi, dtype=float)), kind,
-                                 std, success=torch.from_numpy(x >= 1.0)).numpy()
+    x = torch.from_numpy(np.array(x, dtype=float))  # a writable copy for torch.from_numpy
+    return population_advantages(x, torch.from_numpy(np.array(pi, dtype=float)), kind, std,
+                                 success=successes(x)).numpy()
 
 
 def linear_flow_velocity(w, z0, rewards, features, kind: str = "grpo", std: str = "group") -> np.ndarray:
