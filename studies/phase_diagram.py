@@ -113,7 +113,7 @@ def main(quick: bool = False) -> bool:
     gr = m[:, :, ig, -1]  # GRPO Pass@KS[-1] at matched Pass@1, (nG, nc)
     diff = gr[:, 0] - gr[:, -1]
     claims.append(greater("coupling_lowers_grpo_large_k", float(np.min(diff)) if np.isfinite(diff).all() else
-                          float("nan"), 0.0,
+                          float("nan"), 0.0, assessed=not quick,
                           detail=f"min over G of GRPO's Pass@{KS[-1]} at matched Pass@1 = {TARGET_P1:g}, c = 0 minus "
                                  f"c = {g['c'][-1]:g}: " + ", ".join(f"G={G}: {x:+.4f}" for G, x in zip(g["G"], diff))))
     return finish("phase_diagram", fig, claims, seed=SEED, config=config, t0=t0, quick=quick, verdicts=VERDICTS)
