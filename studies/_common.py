@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,23 +29,51 @@ RECIPE_COLORS = {
     "grpo": "#000000", "dr_grpo": "#7F7F7F", "dapo": "#A0A0A0", "rloo": "#56B4E9",
     "reinforce": "#B0B0B0", "reverse_kl": "#D55E00", "k3_kl": "#993404", "ips_grpo": "#0072B2", "isac": "#009E73",
     "memory": "#66C2A5", "dph_forward": "#CC79A7", "dph_js": "#E69F00", "dph_alpha": "#F0E442",
-    "zero_success": "#8C510A", "bbg": "#BF812D", "passk": "#5E3C99", "unlikeliness": "#B2ABD2",
+    "zero_success": "#8C510A", "bbg": "#BF812D", "bbg_noneg": "#762A83", "passk": "#5E3C99", "unlikeliness": "#B2ABD2",
     "entropy": "#E7298A", "base": "#1B9E77",
 }
 
 
-# the shared benchmark problem set of overtraining / fixes_leaderboard: rare correct modes (Zipf
-# tail) and base-unsolved prompts (correct mass down to 1e-4, log-uniform)
+# the tabular multimode problem: the CONTROL where no collapse is possible (a prompt's correct mass
+# can only grow under mean-centred advantages; tests/sim/test_benchmark_collapse.py)
 BENCHMARK = dict(n_prompts=64, n_outcomes=32, n_correct=4, tail=1.2, min_mass=1e-4, max_mass=0.9, seed=0)
 BENCH_KS = tuple(2**i for i in range(11))  # 1 .. 1024
 BENCH_TRAIN = dict(steps=300, lr=0.5 * 64, group_size=8, log_every=25)  # lr = 0.5 per prompt (token-mean)
 
+# the shared COLLAPSING benchmark of overtraining / fixes_leaderboard / phase_diagram: answers shared by
+# all prompts (sim.problems.shared_answers, paper A's semantic coupling), param "linear", SGD; n_easy
+# prompts the base already solves (DPH's D_pef, non-empty so that its divergence acts)
+SHARED = dict(n_prompts=64, n_answers=32, n_easy=8, coupling=1.0, seed=0)
+SHARED_TRAIN = dict(param="linear", optimizer="sgd", steps=300, group_size=8, log_every=25)
+SHARED_LR = 0.1  # the benchmark's default step size (plain GRPO shows the crossover there)
+
 
 def benchmark():
-    """The shared multimode benchmark Problem (BENCHMARK)."""
+    """The tabular multimode control Problem (BENCHMARK)."""
     from collapse_lab.sim import multimode
 
     return multimode(**BENCHMARK)
+
+
+def shared_benchmark(**changes):
+    """The shared collapsing benchmark Problem: shared_answers(**SHARED, **changes)."""
+    from collapse_lab.sim.problems import shared_answers
+
+    return shared_answers(**{**SHARED, **changes})
+
+
+@contextmanager
+def single_thread():
+    """numba on one thread inside the block: small problems run 10-15x faster on a busy machine (the
+    parallel kernels' start-up dominates); results do not depend on the thread count."""
+    import numba
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
 
 
 def setup_style() -> None:

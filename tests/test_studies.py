@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ("logratio_dynamics", "ips_terminal", "sampling_bias", "semantic_coupling", "divergences",
-           "overtraining", "fixes_leaderboard", "phase_diagram", "llm_collapse")
+           "overtraining", "fixes_leaderboard", "phase_diagram", "llm_collapse", "paper_claims")
 
 
 def test_quick_check_passes(tmp_path):
