@@ -23,7 +23,7 @@ from studies._scorecard import write as write_scorecard
 
 # the order of STUDIES.md; scripts not listed here run after these, alphabetically
 ORDER = ("logratio_dynamics", "ips_terminal", "sampling_bias", "semantic_coupling", "divergences",
-         "overtraining", "fixes_leaderboard", "phase_diagram", "llm_collapse")
+         "overtraining", "fixes_leaderboard", "phase_diagram", "paper_claims", "llm_collapse")
 
 
 def discover() -> list[str]:
