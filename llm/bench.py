@@ -28,7 +28,6 @@ from . import config as C
 from .models import num_params
 from .train import TrainConfig, add_reference_logp, ppo_update, rollout_step, setup
 
-
 MODES = ("split", "trl")
 
 

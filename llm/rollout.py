@@ -228,7 +228,7 @@ def sequence_logp(model, prompt_tokens: list[list[int]], tokens, mask, pad_id: i
     Half-precision logits are upcast to float32 first. The LM head runs on the T + 1 last positions
     only where the model takes `logits_to_keep` (no logits for prompt positions)."""
     ids, attn, pos = pad_left(prompt_tokens, pad_id, tokens.device)
-    L, T = ids.shape[1], tokens.shape[1]
+    T = tokens.shape[1]
     full = torch.cat([ids, tokens], 1)
     fattn = torch.cat([attn, mask.to(attn.dtype)], 1)
     fpos = torch.cat([pos, pos[:, -1:] + torch.arange(1, T + 1, device=ids.device)], 1)
