@@ -5,14 +5,21 @@ An engine turns prompts into sampled responses with the log-probs of the sampled
 behaviour policy's `old_logp` of METHODS §4. `ENGINES` maps a name to a factory; a vLLM engine plugs
 in with `register_engine("vllm", factory)` and the same `generate` signature.
 
-Determinism: prompt j's G samples draw their Gumbel noise from their own generator seeded with
-`seeds[j]`, so a prompt's samples do not depend on which other prompts share the batch or the
-process (the DDP run equals the single-process run).
+Cost (HFEngine): each prompt is prefilled once and its KV cache repeated to its G rows; a response
+of T tokens costs 1 prefill + T - 1 one-token decode forwards (none after the last token); sampling
+draws one uniform per row and token (inverse CDF), not a noise vector over the vocabulary.
+
+Determinism: prompt j's G rows draw their uniforms, a (G, max_new_tokens) float64 block, from their
+own CPU generator seeded with `seeds[j]`, so a prompt's samples depend neither on which other
+prompts share the batch or the process (the DDP run equals the single-process run) nor on the
+device or thread count (up to logits that differ in the last bits at a CDF boundary).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import itertools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,14 +58,14 @@ def encode_prompt(tok, text: str) -> list[int]:
 
 
 def pad_left(seqs: list[list[int]], pad_id: int, device=None):
-    """(ids (B, L), attention_mask (B, L), position_ids (B, L)) for left-padded sequences."""
-    L = max(len(s) for s in seqs)
+    """(ids (B, L), attention_mask (B, L), position_ids (B, L)) for left-padded sequences, built
+    with one mask assignment (no per-row loop): row i holds seqs[i] in its last len(seqs[i]) slots."""
+    lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)  # (B,)
+    L = int(lens.max()) if len(seqs) else 0
+    keep = torch.arange(L) >= (L - lens)[:, None]  # (B, L) True on the tokens
     ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), L), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, L - len(s):] = torch.tensor(s)
-            attn[i, L - len(s):] = 1
+    ids[keep] = torch.tensor(list(itertools.chain.from_iterable(seqs)), dtype=torch.long)  # row-major
+    attn = keep.long()
     pos = (attn.cumsum(-1) - 1).clamp_min(0)
     return ids.to(device), attn.to(device), pos.to(device)
 
@@ -74,29 +81,85 @@ def top_p_filter(logp: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.log_softmax(logp.masked_fill(drop, float("-inf")), -1)
 
 
-def gumbel_noise(generators, group_size: int, vocab: int, device) -> torch.Tensor:
-    """(B, V) Gumbel(0, 1) noise, rows of prompt j drawn from generators[j] (float64, then cast)."""
-    rows = [torch.rand(group_size, vocab, generator=g, dtype=torch.float64) for g in generators]
-    u = torch.cat(rows).clamp(1e-300, 1.0 - 1e-16)
-    return (-torch.log(-torch.log(u))).to(device)
+def uniforms(seeds, group_size: int, steps: int) -> torch.Tensor:
+    """(B, steps) float64 U[0, 1): rows j*G .. j*G+G-1 from a CPU generator seeded with seeds[j]."""
+    gens = (torch.Generator().manual_seed(int(s)) for s in seeds)
+    blocks = [torch.rand(group_size, steps, generator=g, dtype=torch.float64) for g in gens]
+    return torch.cat(blocks) if blocks else torch.zeros(0, steps, dtype=torch.float64)
+
+
+def inverse_cdf_sample(logp: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(B,) samples of softmax rows `logp` (B, V) by inverse CDF: the first i with F_i > u F_V, where
+    F = cumsum(exp(logp)) in float64 (B, V) and u (B,) ~ U[0, 1). Exact up to float64 rounding of F;
+    a token of probability 0 (-inf log-prob) is never drawn, since F is flat there and u F_V < F_V."""
+    cdf = logp.double().exp().cumsum(-1)  # (B, V), non-decreasing
+    x = (u.to(cdf.device) * cdf[:, -1])[:, None]  # (B, 1)
+    return torch.searchsorted(cdf, x, right=True)[:, 0].clamp_max(cdf.shape[-1] - 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _declares(cls, name: str) -> bool:
+    return name in inspect.signature(cls.forward).parameters
+
+
+def _forward_of(model):
+    return getattr(model, "module", model)
 
 
 def cache_keyword(model) -> str:
     """The KV-cache keyword of `model.forward` (and attribute of its output): 'cache' for
     transformers >= 5.x causal LMs (whose 'past_key_values' is deprecated, removed in 5.40), else
     'past_key_values' (BanditLM, older transformers)."""
-    forward = getattr(model, "module", model).forward
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    return "cache" if _declares(type(_forward_of(model)), "cache") else "past_key_values"
+
+
+def keep_kwargs(model, n: int) -> dict:
+    """{'logits_to_keep': n} when the model's forward takes it (HF causal LMs: the LM head runs on
+    the last n positions only), else {} (the caller slices the full logits)."""
+    return {"logits_to_keep": n} if _declares(type(_forward_of(model)), "logits_to_keep") else {}
 
 
 def decode_step(model, input_ids, attention_mask, position_ids, cache=None):
     """One forward with a KV cache: (last-position logits (B, V), the updated cache). `cache` None
-    starts a new one (prefill); the cache is passed under the keyword the model declares."""
+    starts a new one (prefill); the cache is passed under the keyword the model declares and the LM
+    head runs on the last position only (logits_to_keep=1) where the model supports it."""
     key = cache_keyword(model)
     kw = {key: cache} if cache is not None else {}
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                use_cache=True, **kw)
+                use_cache=True, **kw, **keep_kwargs(model, 1))
     return out.logits[:, -1], getattr(out, key)
+
+
+def repeat_cache(cache, repeats: int):
+    """The cache with each batch row repeated `repeats` times consecutively (row j -> rows
+    j*repeats .. j*repeats+repeats-1), or None for a cache type that cannot be repeated.
+    transformers Cache objects: `batch_repeat_interleave` (in place); tensors (BanditLM) and legacy
+    tuples of (B, ...) tensors: repeat_interleave on dim 0."""
+    if repeats == 1:
+        return cache
+    if hasattr(cache, "batch_repeat_interleave"):
+        cache.batch_repeat_interleave(repeats)
+        return cache
+    if isinstance(cache, torch.Tensor):
+        return cache.repeat_interleave(repeats, 0)
+    if isinstance(cache, (tuple, list)) and cache:
+        parts = [repeat_cache(c, repeats) for c in cache]
+        return None if any(p is None for p in parts) else type(cache)(parts)
+    return None
+
+
+def prefill(model, prompts: list[list[int]], group_size: int, pad_id: int, device):
+    """Prefill each prompt once and share its KV cache with its G rows:
+    (last logits (B, V), cache of B = len(prompts) * G rows, ids (B, L), attn (B, L), pos (B, L)).
+    A cache type that cannot be repeated falls back to prefilling all B rows."""
+    ids, attn, pos = pad_left(prompts, pad_id, device)  # (P, L)
+    rep = lambda x: x.repeat_interleave(group_size, 0)  # noqa: E731  (P, ...) -> (P * G, ...)
+    logits, cache = decode_step(model, ids, attn, pos)
+    shared = repeat_cache(cache, group_size)
+    if shared is None:
+        logits, shared = decode_step(model, rep(ids), rep(attn), rep(pos))
+        return logits, shared, rep(ids), rep(attn), rep(pos)
+    return rep(logits), shared, rep(ids), rep(attn), rep(pos)
 
 
 class HFEngine:
@@ -108,36 +171,38 @@ class HFEngine:
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], group_size: int, seeds: list[int], max_new_tokens: int,
                  temperature: float = 1.0, top_p: float = 1.0, processor=None) -> Rollouts:
-        model = getattr(self.model, "module", self.model)
+        """G samples per prompt; step t samples token i of row b with u[b, t] by inverse CDF of
+        top_p(softmax(processor(z) / temperature)) and records its log-prob there (old_logp)."""
+        model = _forward_of(self.model)
         device = next(model.parameters()).device
         rows = [p for p in prompts for _ in range(group_size)]
-        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        ids, attn, pos = pad_left(rows, self.tok.pad_id, device)
-        B = len(rows)
-        logits, cache = decode_step(model, ids, attn, pos)
+        u = uniforms(seeds, group_size, max_new_tokens).to(device)  # (B, T)
+        logits, cache, ids, attn, pos = prefill(model, prompts, group_size, self.tok.pad_id, device)
         if processor is not None:
             processor.begin(ids, attn, pos)
+        B, L = ids.shape
+        attn = torch.cat([attn, attn.new_ones(B, max_new_tokens)], -1)  # (B, L + T)
+        last = pos[:, -1:]  # (B, 1)
+        pad = torch.full((B,), self.tok.pad_id, dtype=torch.long, device=device)
         tokens, logps, masks = [], [], []
         alive = torch.ones(B, dtype=torch.bool, device=device)
-        for _ in range(max_new_tokens):
+        for t in range(max_new_tokens):
             z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
             if processor is not None:
                 z = processor(z)
             lp = top_p_filter(torch.log_softmax(z / temperature, -1), top_p)  # (B, V)
-            nxt = (lp + gumbel_noise(gens, group_size, lp.shape[-1], device).to(lp.dtype)).argmax(-1)
-            tokens.append(torch.where(alive, nxt, torch.full_like(nxt, self.tok.pad_id)))
+            nxt = inverse_cdf_sample(lp, u[:, t])
+            tokens.append(torch.where(alive, nxt, pad))
             logps.append(torch.where(alive, lp.gather(-1, nxt[:, None])[:, 0], torch.zeros_like(lp[:, 0])))
             masks.append(alive.to(lp.dtype))
             if self.tok.eos_id is not None:
                 alive = alive & (nxt != self.tok.eos_id)
-            if not alive.any():
-                break
-            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], -1)
-            pos = pos[:, -1:] + 1
-            step = tokens[-1][:, None]
-            logits, cache = decode_step(model, step, attn, pos, cache)
+            if t == max_new_tokens - 1 or (self.tok.eos_id is not None and not alive.any()):
+                break  # no forward after the last token
+            step, a, p = tokens[-1][:, None], attn[:, :L + t + 1], last + (t + 1)
+            logits, cache = decode_step(model, step, a, p, cache)
             if processor is not None:
-                processor.advance(step, attn, pos)
+                processor.advance(step, a, p)
         return Rollouts(rows, torch.stack(tokens, 1), torch.stack(masks, 1), torch.stack(logps, 1))
 
 
@@ -160,13 +225,15 @@ def sequence_logp(model, prompt_tokens: list[list[int]], tokens, mask, pad_id: i
                   temperature: float = 1.0, with_entropy: bool = False):
     """Per-token log-probs (B, T) of `tokens` given their prompts, log_softmax(z / temperature),
     and the token entropy (B, T) of that distribution when asked (else None). Gradients flow.
-    Half-precision logits are upcast to float32 first."""
+    Half-precision logits are upcast to float32 first. The LM head runs on the T + 1 last positions
+    only where the model takes `logits_to_keep` (no logits for prompt positions)."""
     ids, attn, pos = pad_left(prompt_tokens, pad_id, tokens.device)
-    L, T = ids.shape[1], tokens.shape[1]
+    T = tokens.shape[1]
     full = torch.cat([ids, tokens], 1)
     fattn = torch.cat([attn, mask.to(attn.dtype)], 1)
     fpos = torch.cat([pos, pos[:, -1:] + torch.arange(1, T + 1, device=ids.device)], 1)
-    logits = model(input_ids=full, attention_mask=fattn, position_ids=fpos).logits[:, L - 1:L + T - 1]
+    out = model(input_ids=full, attention_mask=fattn, position_ids=fpos, **keep_kwargs(model, T + 1)).logits
+    logits = out[:, out.shape[1] - T - 1:-1]  # (B, T, V): positions L-1 .. L+T-2 predict the tokens
     if logits.dtype in (torch.float16, torch.bfloat16):  # log-probs in float32 for half models
         logits = logits.float()
     lp = F.log_softmax(logits / temperature, -1)  # (B, T, V)

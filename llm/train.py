@@ -113,9 +113,15 @@ class Context:
 
 
 def make_optimizer(model, ocfg: C.OptimConfig) -> torch.optim.Optimizer:
+    """SGD, or AdamW with the fused kernel (one kernel over all parameters, CPU and CUDA); where torch
+    cannot fuse (a parameter's device or dtype) the foreach implementation."""
+    params = list(model.parameters())
     if ocfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=ocfg.lr)
-    return torch.optim.AdamW(model.parameters(), lr=ocfg.lr, weight_decay=ocfg.weight_decay)
+        return torch.optim.SGD(params, lr=ocfg.lr)
+    try:
+        return torch.optim.AdamW(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay, fused=True)
+    except RuntimeError:  # "`fused=True` requires all the params to be floating point Tensors of supported devices"
+        return torch.optim.AdamW(params, lr=ocfg.lr, weight_decay=ocfg.weight_decay, foreach=True)
 
 
 def setup(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
