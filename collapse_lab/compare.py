@@ -1,4 +1,4 @@
-"""The fair comparison protocol of recipes (STUDIES.md "Compare at equal footing"; issue 11).
+"""The fair comparison protocol of recipes (docs/studies.md "Compare at equal footing"; issue 11).
 
 A recipe that rescales its advantages takes a bigger step at the same learning rate, so recipes are
 never ranked at one shared lr. Each recipe runs over a learning-rate grid (>= 5 log-spaced values,

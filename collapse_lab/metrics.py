@@ -1,4 +1,4 @@
-"""Pass@k and outcome-diversity metrics (METHODS.md §6), used by the simulator and the LLM trainer.
+"""Pass@k and outcome-diversity metrics (docs/methods.md §6), used by the simulator and the LLM trainer.
 
 All functions are numpy, vectorised, and accept array-likes (including torch tensors on CPU).
 """

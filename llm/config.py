@@ -70,7 +70,7 @@ class ModelConfig:
     num_layers: int = 0
     """Override the preset's number of layers (0 keeps the preset)."""
     memory_preset: str = "tiny"
-    """Preset of the memory LM used by sampler-side recipes (METHODS §2, paper A)."""
+    """Preset of the memory LM used by sampler-side recipes (docs/methods.md §2, paper A)."""
 
     def validate(self, p: str = "model") -> None:
         from .models import PRESETS

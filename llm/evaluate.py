@@ -1,4 +1,4 @@
-"""Evaluation: n samples per prompt -> unbiased pass@k curve and outcome diversity (METHODS §6).
+"""Evaluation: n samples per prompt -> unbiased pass@k curve and outcome diversity (docs/methods.md §6).
 
     python -m llm.evaluate --model.name runs/rl/model --task.name multisolution --eval.n 64
 

@@ -3,7 +3,7 @@
 `collect` samples G responses per prompt, decodes and scores them (reward, canonical outcome,
 status) and returns an `Experience` of B = n_prompts * G rows. Outcome strings become int64 ids by a
 stable hash (crc32), identical in every process, so that IPS counts and diversity metrics compare
-answers, not token strings. `presample` runs DPH-RL's split before training (METHODS §3).
+answers, not token strings. `presample` runs DPH-RL's split before training (docs/methods.md §3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The memory LM of paper A's distribution-level calibration (METHODS §2), as a logits processor.
+"""The memory LM of paper A's distribution-level calibration (docs/methods.md §2), as a logits processor.
 
 During sampling the policy logits z become `sampling_logits(z, z_mem, mu) = z - mu * z_mem`
 (collapse_lab.objective.memory); after each step the memory LM takes one SGD step on

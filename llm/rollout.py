@@ -2,7 +2,7 @@
 
 An engine turns prompts into sampled responses with the log-probs of the sampled tokens under the
 *sampling* distribution (temperature, top-p and an optional logits processor applied) — the
-behaviour policy's `old_logp` of METHODS §4. `ENGINES` maps a name to a factory; a vLLM engine plugs
+behaviour policy's `old_logp` of docs/methods.md §4. `ENGINES` maps a name to a factory; a vLLM engine plugs
 in with `register_engine("vllm", factory)` and the same `generate` signature.
 
 Cost (HFEngine): each prompt is prefilled once and its KV cache repeated to its G rows; a response

@@ -13,7 +13,7 @@ How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 
    needs_ref_samples (dph), needs_history, needs_entropy, sampler, dynamic_sampling.
 2. old_logp is the log-prob under the *sampling* distribution (temperature, top-p, memory logits
    processor) as returned by the rollout engine, not a recomputation by the trainer, so the ratio of
-   METHODS §4 corrects for memory-calibrated sampling.
+   docs/methods.md §4 corrects for memory-calibrated sampling.
 3. Minibatches and micro-batches hold whole groups (advantages are group-relative). Each minibatch
    (one optimizer step) is renormalised to its own denominators over all processes
    (`Prepared.renormalized`: tokens, rows, T_max, DPH's reference rows), and every micro-batch loss

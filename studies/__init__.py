@@ -1,1 +1,1 @@
-"""One script per figure of STUDIES.md; `python -m studies` regenerates them all into figures/."""
+"""One script per figure of docs/studies.md; `python -m studies` regenerates them all into figures/."""

@@ -1,4 +1,4 @@
-"""`python -m studies`: regenerate every figure of STUDIES.md into figures/.
+"""`python -m studies`: regenerate every figure of docs/studies.md into figures/.
 
     python -m studies                 all figures, full sweeps (make figures)
     python -m studies --quick --check shrunken sweeps, exit 1 if any check fails (CI)
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from studies._scorecard import write as write_scorecard
 
-# the order of STUDIES.md; scripts not listed here run after these, alphabetically
+# the order of docs/studies.md; scripts not listed here run after these, alphabetically
 ORDER = ("logratio_dynamics", "ips_terminal", "sampling_bias", "semantic_coupling", "divergences",
          "overtraining", "fixes_leaderboard", "phase_diagram", "paper_claims", "llm_collapse")
 

@@ -1,4 +1,4 @@
-"""divergences: which divergence keeps coverage? (paper B; THEORY.md item 17, METHODS §3)
+"""divergences: which divergence keeps coverage? (paper B; docs/theory.md item 17, docs/methods.md §3)
 
 All runs are `flow` mode with the plain advantage r - J (grpo, std "none"), so each recipe ascends
 exactly E[r] - beta D_f(pi || ref): `reverse_kl` (beta on the exact reverse KL), `dph_forward`,

@@ -1,11 +1,11 @@
-"""fixes_leaderboard: which fix wins on a benchmark that collapses, compared fairly? (all papers; METHODS §5)
+"""fixes_leaderboard: which fix wins on a benchmark that collapses, compared fairly? (all papers; docs/methods.md §5)
 
 The shared collapsing benchmark (studies._common.SHARED: sim.problems.shared_answers, answers shared by
 all prompts, param "linear", SGD, G = 8, with N_EASY prompts the base already solves so that DPH's
 D_pef is non-empty). Every recipe of collapse_lab.objective.RECIPES at its default hyper-parameters
 runs over the learning-rate grid LRS (6 log-spaced values) with checkpoints every 25 steps and REPS
 replicates (collapse_lab.compare.run_grid, common random numbers). The fair protocol
-(collapse_lab.compare, STUDIES.md standard 2):
+(collapse_lab.compare, docs/studies.md standard 2):
 (a) one shared step size (lr = SHARED_LR), labelled as such: Pass@k - base at the end of training;
     plain GRPO's crossover (Pass@1 up, large-k Pass@k below the base) is the benchmark's check.
 (b) each recipe's Pass@1-Pass@K frontier over step size and training time (its best lr at every
@@ -101,8 +101,8 @@ def _rank_bars(ax, r, base_val, xlabel, title):
     vals = r["value"].where(ok, np.nan)
     lo = np.nanmin(vals - 2 * r["se"]) if ok.any() else base_val
     left = min(lo, base_val) - 0.01
-    ax.barh(y[ok], (vals - left)[ok], left=left, xerr=2 * r["se"][ok], color=[RECIPE_COLORS[x] for x in r["recipe"][ok]],
-            capsize=2)
+    ax.barh(y[ok], (vals - left)[ok], left=left, xerr=2 * r["se"][ok],
+            color=[RECIPE_COLORS[x] for x in r["recipe"][ok]], capsize=2)
     for i in y[~ok]:
         ax.text(left + 0.0005, i, "not reached", va="center", fontsize=6.5, color="0.35")
     ax.axvline(base_val, color="k", ls="--", lw=1, label="base model")
@@ -139,7 +139,8 @@ def main(quick: bool = False) -> bool:
     ax.axhline(0, color="k", lw=0.6)
     if xo["crossover_k"] is not None:
         ax.axvline(xo["crossover_k"], color="k", ls=":", lw=1)
-        ax.annotate(f"GRPO crossover k = {xo['crossover_k']}\n({SHARED_TRAIN['steps']} steps, {X_REPS} replicates)", (xo["crossover_k"], ax.get_ylim()[1]), fontsize=7,
+        ax.annotate(f"GRPO crossover k = {xo['crossover_k']}\n({SHARED_TRAIN['steps']} steps, {X_REPS} replicates)",
+                    (xo["crossover_k"], ax.get_ylim()[1]), fontsize=7,
                     xytext=(4, -22), textcoords="offset points")
     steps_note = f"{QUICK_STEPS} steps" if quick else f"{SHARED_TRAIN['steps']} steps"
     ax.set(xscale="log", xlabel="k", ylabel="Pass@k − base Pass@k",
@@ -182,9 +183,9 @@ def main(quick: bool = False) -> bool:
         float(xo["crossover_k"]) if xo["crossover_k"] is not None else None,
         f"plain GRPO at lr = {SHARED_LR:g}, {SHARED_TRAIN['steps']} steps, {X_REPS} replicates: Pass@1 "
         f"{xo['base'][0]:.3f} -> {xo['mean'][0]:.3f} ± {xo['se'][0]:.3f} (up by > 4 SE), Pass@k below the base by "
-        "> 4 SE for every k >= 256 (" + ", ".join(f"k={k}: {xo['base'][BENCH_KS.index(k)]:.4f} -> "
-                                                f"{xo['mean'][BENCH_KS.index(k)]:.4f} ± {xo['se'][BENCH_KS.index(k)]:.4f}"
-                                                for k in big) + f"); value = crossover k"))
+        "> 4 SE for every k >= 256 (" + ", ".join(
+            f"k={k}: {xo['base'][BENCH_KS.index(k)]:.4f} -> {xo['mean'][BENCH_KS.index(k)]:.4f} ± "
+            f"{xo['se'][BENCH_KS.index(k)]:.4f}" for k in big) + "); value = crossover k"))
     g = r_p1.set_index("recipe")
     gk = r_kl.set_index("recipe")
     ranking = lambda r: ", ".join(  # noqa: E731
@@ -195,8 +196,9 @@ def main(quick: bool = False) -> bool:
             f, b = g.loc[rec], g.loc["grpo"]
             diff, se = float(f["value"] - b["value"]), float(np.hypot(f["se"], b["se"]))
             reached = f["status"] == "ok" and b["status"] == "ok"
+            both_ok = gk.loc[rec, "status"] == "ok" and gk.loc["grpo", "status"] == "ok"
             kl_note = (f"at matched KL = {TARGET_KL:g}: {rec} {gk.loc[rec, 'value']:.4f} vs grpo "
-                       f"{gk.loc['grpo', 'value']:.4f}" if gk.loc[rec, "status"] == "ok" and gk.loc["grpo", "status"] == "ok"
+                       f"{gk.loc['grpo', 'value']:.4f}" if both_ok
                        else f"at matched KL = {TARGET_KL:g}: {rec} {gk.loc[rec, 'status']}")
             claims.append(greater(
                 f"{rec}_beats_grpo_matched_pass1", diff if reached else float("nan"), 0.0, 2 * se if reached else 0.0,
@@ -206,8 +208,8 @@ def main(quick: bool = False) -> bool:
                           f"{b['se']:.4f} (lr {b['lr']:g})" if reached else f"{rec}: {f['status']} (no Pass@1 = "
                           f"{TARGET_P1:g} at any lr, so it cannot beat GRPO there)") + f"; {kl_note}",
                 assessed=not quick))
-    claims[0].detail += (f". Ranking at matched Pass@1 = {TARGET_P1:g}: {ranking(r_p1)}. At matched KL = {TARGET_KL:g}: "
-                         f"{ranking(r_kl)}")
+    claims[0].detail += (f". Ranking at matched Pass@1 = {TARGET_P1:g}: {ranking(r_p1)}. "
+                         f"At matched KL = {TARGET_KL:g}: {ranking(r_kl)}")
     return finish("fixes_leaderboard", fig, claims, seed=SEED, config=dict(config, lrs=LRS, target_pass1=TARGET_P1,
                   target_kl=TARGET_KL, k_eval=K_EVAL, x_reps=X_REPS), t0=t0, quick=quick, verdicts=VERDICTS)
 

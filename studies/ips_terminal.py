@@ -1,4 +1,4 @@
-"""ips_terminal: where does each objective end? (paper D; THEORY.md items 1, 3, 8)
+"""ips_terminal: where does each objective end? (paper D; docs/theory.md items 1, 3, 8)
 
 (a) Flow (G = infinity) from a uniform start on graded rewards R: GRPO and REINFORCE collapse onto
     the best outcome, IPS-GRPO ends at R / sum R.
@@ -71,7 +71,8 @@ def main(quick: bool = False) -> bool:
         claims.append(greater(f"flow_{rec}_collapses", float(d[f"flow_{rec}"][0]), 0.99,
                               detail="terminal probability of the best outcome"))
     claims.append(close("flow_ips_reward_proportional", float(np.abs(d["flow_ips_grpo"] - R / R.sum()).max()),
-                        0.0, 1e-6, "max |pi - r/sum r| (THEORY.md item 3); ips_grpo with std='none' (the idealised "
+                        0.0, 1e-6, "max |pi - r/sum r| (docs/theory.md item 3); ips_grpo with std='none' (the "
+                        "idealised "
                         "J_IPS flow): with GRPO's std the shaped rewards r/pi become equal at the fixed point, "
                         "std -> 0 and the normalised flow chatters around it at step size lr"))
     gg = np.arange(2, max(gs) + 1)

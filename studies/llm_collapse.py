@@ -1,4 +1,4 @@
-"""llm_collapse: does the same happen in a real transformer? (toy to scale; METHODS §5-6)
+"""llm_collapse: does the same happen in a real transformer? (toy to scale; docs/methods.md §5-6)
 
 `llm.sft` fine-tunes a tiny Llama (preset `tiny`, hidden 64) into a diverse base model for `multisolution`
 (3 digits <= m summing to t: 1 to 70 correct answers; uniform correct targets, 30 % wrong), then `llm.train`

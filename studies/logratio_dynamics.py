@@ -1,4 +1,4 @@
-"""logratio_dynamics: does log(pi_i/pi_j) move linearly in r_i - r_j? (paper D; THEORY.md items 1-3)
+"""logratio_dynamics: does log(pi_i/pi_j) move linearly in r_i - r_j? (paper D; docs/theory.md items 1-3)
 
 Three flows on one bandit, simulated in `flow` mode (exact expected gradient, Euler step LR) and
 drawn over the analytic laws of collapse_lab.theory:

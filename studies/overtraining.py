@@ -1,4 +1,4 @@
-"""overtraining: are most updates overtraining? (paper C; THEORY.md items 15-16, METHODS §2)
+"""overtraining: are most updates overtraining? (paper C; docs/theory.md items 15-16, docs/methods.md §2)
 
 Sampled GRPO, zero-success gating, Bayesian Boundary Gating and BBG without its negative branch on
 all-failure groups (`recipe("bbg", lambda_neg=0.0)`) on the shared collapsing benchmark
@@ -8,7 +8,7 @@ lr = SHARED_LR (the benchmark's default; labelled), R replicates each, common ra
     SATURATION (the simulator's `saturated_share`, saturation_k = K_REF = BBG's k_ref).
 (b) Pass@k - base Pass@k, k = 1..1024, at the end of training (±2 SE).
 (c) Pass@256 over training.
-Interpretations (METHODS §2): zero-success gating trains a prompt only while it has no observed
+Interpretations (docs/methods.md §2): zero-success gating trains a prompt only while it has no observed
 success in its history; BBG weights advantages by u(m)/u(1) and gives all-failure groups a negative
 REINFORCE term -lambda_neg * w (lambda_neg = 1 by default; 0 removes that branch).
 """

@@ -28,12 +28,12 @@ from collapse_lab.metrics import pass_at_k_exact
 from collapse_lab.runs import cached
 from collapse_lab.sim import SimConfig, bandit, simulate
 from studies._common import (
-    close,
     BENCH_KS,
     RECIPE_COLORS,
     SHARED,
     SHARED_LR,
     SHARED_TRAIN,
+    close,
     finish,
     greater,
     holds,

@@ -79,7 +79,7 @@ def main(quick: bool = False) -> bool:
             for j in range(len(g["c"])):
                 b = best[i, j, n]
                 if b < 0:
-                    ax.text(i, j, "none reaches\nPass@1 = %g" % TARGET_P1, ha="center", va="center", fontsize=6.5)
+                    ax.text(i, j, f"none reaches\nPass@1 = {TARGET_P1:g}", ha="center", va="center", fontsize=6.5)
                     continue
                 rec = RECIPES[b]
                 gain = m[i, j, b, n] - m[i, j, ig, n]
@@ -109,7 +109,7 @@ def main(quick: bool = False) -> bool:
                     + str({f"G={g['G'][i]}, c={g['c'][j]:g}": [RECIPES[r] for r in range(len(RECIPES))
                                                               if not reached[i, j, r, 0]]
                            for i in range(len(g["G"])) for j in range(len(g["c"])) if not reached[i, j, :, 0].all()}))]
-    # semantic coupling (paper A, THEORY.md item 12): shared answer scores spread the wrong answers
+    # semantic coupling (paper A, docs/theory.md item 12): shared answer scores spread the wrong answers
     gr = m[:, :, ig, -1]  # GRPO Pass@KS[-1] at matched Pass@1, (nG, nc)
     diff = gr[:, 0] - gr[:, -1]
     claims.append(greater("coupling_lowers_grpo_large_k", float(np.min(diff)) if np.isfinite(diff).all() else

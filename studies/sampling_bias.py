@@ -1,4 +1,4 @@
-"""sampling_bias: how do finite groups bias learning toward sampled modes? (paper A; THEORY.md 6, 9, 11)
+"""sampling_bias: how do finite groups bias learning toward sampled modes? (paper A; docs/theory.md items 6, 9, 11)
 
 (a) One sampled GRPO update from the multimode base policy, R replicates per group size N: mass change
     of the correct outcomes the group did not sample (tabular + mean-centred advantage: an unsampled

@@ -1,4 +1,4 @@
-"""semantic_coupling: does collapse on one prompt spread to others? (paper A; THEORY.md item 12)
+"""semantic_coupling: does collapse on one prompt spread to others? (paper A; docs/theory.md item 12)
 
 `coupled` problem, param "both" (z = z0 + theta + phi . w, phi(x, y) = sqrt(c) e_y (x) u_x).
 (a) One flow step of GRPO on the prompts of cluster 0: the logit change of every untrained prompt

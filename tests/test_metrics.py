@@ -1,4 +1,4 @@
-"""Metrics (METHODS §6): unbiased pass@k against binomials, its expectation, diversity helpers."""
+"""Metrics (docs/methods.md §6): unbiased pass@k against binomials, its expectation, diversity helpers."""
 
 import math
 from fractions import Fraction

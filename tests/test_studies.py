@@ -1,4 +1,4 @@
-"""The figure scripts: `python -m studies --quick --check` must pass every check (STUDIES.md).
+"""The figure scripts: `python -m studies --quick --check` must pass every check (docs/studies.md).
 
 Runs in a subprocess with --out in a temporary folder, so the committed figures/ are untouched;
 each figure must leave a PNG, a PDF and a JSON sidecar whose checks all passed; verdicts on the papers'

@@ -1,7 +1,7 @@
-"""THE loss math of collapse-lab (METHODS.md §1-§5), written once in torch.
+"""THE loss math of collapse-lab (docs/methods.md §1-§5), written once in torch.
 
 Both the numba simulator (checked against these functions to 1e-10) and the LLM trainer call it.
-Public contract (ARCHITECTURE.md): group_advantages, divergence, aggregate, policy_loss, recipe,
+Public contract (docs/README.md): group_advantages, divergence, aggregate, policy_loss, recipe,
 Recipe (prepare -> Prepared, loss), RECIPES (RECIPE_INFO: one line each), Batch (select).
 Property tests users can run on their own recipes: collapse_lab.objective.testing (needs hypothesis).
 """

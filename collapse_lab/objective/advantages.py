@@ -1,4 +1,4 @@
-"""Advantage estimators from a group's rewards (METHODS.md §1).
+"""Advantage estimators from a group's rewards (docs/methods.md §1).
 
     group_advantages(rewards[B], group[B], kind, std, ddof, eps, **kw) -> A[B]
 
@@ -156,7 +156,7 @@ _EXTRA_KW = {
 
 def group_advantages(rewards: Tensor, group: Tensor, kind: str = "grpo", std: str = "group",
                      ddof: int = 1, eps: float = 1e-6, reduce=None, **kw) -> Tensor:
-    """Per-sample advantages A[B] from rewards[B] and group ids group[B] (METHODS.md §1).
+    """Per-sample advantages A[B] from rewards[B] and group ids group[B] (docs/methods.md §1).
 
     kind: one of `ADVANTAGES` — grpo (std "group" | "batch" | "none", `ddof`, `eps`), dr_grpo, rloo,
     reinforce (kw `baseline`), passk (kw `k`), unlikeliness (kw `logp` [B] or [B, T], `mask`,

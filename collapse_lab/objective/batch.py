@@ -33,7 +33,7 @@ def successes(rewards, threshold: float = SUCCESS_THRESHOLD):
 
 @dataclass
 class RefSamples:
-    """Samples drawn from the reference (initial) policy, for DPH divergences (METHODS §3).
+    """Samples drawn from the reference (initial) policy, for DPH divergences (docs/methods.md §3).
 
     logp: current policy's log-probs of the stored tokens [R, T] (with grad);
     ref_logp: stored reference log-probs [R, T]; mask: [R, T] or None.

@@ -1,4 +1,4 @@
-"""The pieces a recipe is composed of (METHODS.md §1-§4), each a small frozen dataclass.
+"""The pieces a recipe is composed of (docs/methods.md §1-§4), each a small frozen dataclass.
 
 A component's fields are its hyper-parameters, validated on construction (checks.py: strict types,
 finite values, ranges). Every component declares the same protocol as class data:

@@ -1,4 +1,4 @@
-"""Divergences to the reference policy (METHODS.md §3): per-token estimators and exact categorical forms.
+"""Divergences to the reference policy (docs/methods.md §3): per-token estimators and exact categorical forms.
 
 Per token, d = logp - ref_logp and u = exp(d) = pi / pi_ref:
 
@@ -12,7 +12,7 @@ Per token, d = logp - ref_logp and u = exp(d) = pi / pi_ref:
 As in DPH-RL's `dp_actor.py`, d is clamped to [-20, 20] and the term to [-10, 10] for k3, forward,
 js and alpha (k1 and k2 follow verl, unclamped). The exact forms treat D_f(pi || ref) =
 sum_y ref(y) f(pi(y)/ref(y)) for a categorical policy (the simulator's flow mode), with the closed
-gradient dD_f/dz_j = pi_j (f'(u_j) - E_pi f'(u)) (THEORY.md item 17).
+gradient dD_f/dz_j = pi_j (f'(u_j) - E_pi f'(u)) (docs/theory.md item 17).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Group bookkeeping shared by every estimator: ids -> dense indices, per-group sums and sizes.
 
-A *group* is the G samples one prompt received in one step (METHODS.md, notation). Group ids are an
+A *group* is the G samples one prompt received in one step (docs/methods.md, notation). Group ids are an
 int tensor `group[B]`; they need not be sorted or contiguous. Everything here is vectorised with
 `index_add_`, so it runs unchanged on CPU and GPU and keeps the input dtype (float32 or float64).
 """

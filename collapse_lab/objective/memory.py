@@ -1,9 +1,9 @@
-"""Distribution-level calibration with a memory model (paper A; METHODS.md §2).
+"""Distribution-level calibration with a memory model (paper A; docs/methods.md §2).
 
 Rollouts are drawn from softmax(z_policy - mu * z_memory) instead of pi_theta; the memory model is
 trained by cross-entropy on past rollouts. Because the rollouts are then off-policy, the behaviour
 log-probs (`Batch.old_logp`) are those of this sampling distribution and the clipped ratio of
-METHODS §4 corrects for it [ours].
+docs/methods.md §4 corrects for it [ours].
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Clipped policy-gradient surrogate and loss aggregation (METHODS.md §4).
+"""Clipped policy-gradient surrogate and loss aggregation (docs/methods.md §4).
 
 Per token, with ratio rho = exp(logp - old_logp) (or, at level="sequence", GSPO's
 exp(token-mean log-ratio) of the whole response, broadcast to its tokens):
@@ -49,7 +49,7 @@ class Denominators(NamedTuple):
 
 def aggregate(per_token: Tensor, mask: Tensor | None, mode: str, max_len: int | None = None,
               denom: Denominators | None = None) -> Tensor:
-    """Reduce a per-token loss L[B, T] under mask[B, T] to a scalar (METHODS.md §4 table).
+    """Reduce a per-token loss L[B, T] under mask[B, T] to a scalar (docs/methods.md §4 table).
 
     token-mean:              sum(L m) / sum(m)
     seq-mean-token-mean:     mean_b [sum_t L m / sum_t m]      (empty responses contribute 0)

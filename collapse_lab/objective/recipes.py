@@ -1,4 +1,4 @@
-"""A recipe: a training objective as data (METHODS.md §5), run in two phases.
+"""A recipe: a training objective as data (docs/methods.md §5), run in two phases.
 
     prepared = rec.prepare(batch)                           # once per rollout batch
     loss, diag = rec.loss(batch.select(rows), prepared.select(rows))   # any split into whole groups
@@ -166,7 +166,7 @@ class Recipe:
         return out, diag
 
     def loss(self, batch: Batch, prepared: Prepared | None = None) -> tuple[Tensor, dict[str, float]]:
-        """(scalar loss, detached diagnostics); METHODS §1-§4 composed as declared.
+        """(scalar loss, detached diagnostics); docs/methods.md §1-§4 composed as declared.
 
         prepared=None: both phases on this batch (`self.prepare(batch)`). Otherwise `batch` is any
         subset of whole groups of the prepared batch, given with `prepared.select(rows)`: the losses

@@ -1,4 +1,4 @@
-"""Named recipes (METHODS.md §5): one registry line each, compositions of the components.
+"""Named recipes (docs/methods.md §5): one registry line each, compositions of the components.
 
     recipe("grpo"); recipe("dapo", clip_high=0.3); recipe("ips_grpo+dph_js", eta=0.05)
     RECIPE_INFO["bbg"]  -> one-line description (for --help and the README table)
@@ -95,7 +95,7 @@ def combine(*recipes: Recipe) -> Recipe:
 
 
 def recipe(name: str, **overrides) -> Recipe:
-    """The named recipe of METHODS §5 (or a '+'-joined combination) with hyper-parameter overrides.
+    """The named recipe of docs/methods.md §5 (or a '+'-joined combination) with hyper-parameter overrides.
 
     An override is `field` when exactly one component of the recipe has that field (e.g.
     clip_high, beta, eta, k_ref) or `<component>_<field>` (advantage_eps, ips_alpha, dph_kind, ...);

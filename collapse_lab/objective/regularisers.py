@@ -1,4 +1,4 @@
-"""The regulariser and sampler components (METHODS.md §2-§3), same protocol as components.py:
+"""The regulariser and sampler components (docs/methods.md §2-§3), same protocol as components.py:
 reverse KL on policy samples, DPH's f-divergence on reference samples, entropy bonus, memory sampler.
 """
 

@@ -1,4 +1,4 @@
-"""Reward shaping and advantage weights: the fixes of papers A, C and D (METHODS.md §2).
+"""Reward shaping and advantage weights: the fixes of papers A, C and D (docs/methods.md §2).
 
 All functions are pure and vectorised over a batch of groups:
     ips_rewards          paper D, Eq. 9: r / max(n_o/G, eps)^alpha

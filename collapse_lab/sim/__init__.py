@@ -1,4 +1,4 @@
-"""Bandit/tabular simulator of RLVR dynamics (ARCHITECTURE.md: sim/), driven by collapse_lab.objective.
+"""Bandit/tabular simulator of RLVR dynamics (docs/README.md: sim/), driven by collapse_lab.objective.
 
     from collapse_lab.sim import SimConfig, simulate, multimode
     traj = simulate(multimode(64, 32), SimConfig(recipe="ips_grpo", steps=200), seed=0)

@@ -40,7 +40,7 @@ class SimConfig:
     """Independent runs R (sampled mode); deterministic modes use 1."""
     optimizer: str = "sgd"
     """'sgd' (the theory's setting), 'adam', or 'npg' (natural gradient, tabular only:
-    dz = g / pi, THEORY.md item 2). In flow/mean_field modes the optimiser is applied to the exact
+    dz = g / pi, docs/theory.md item 2). In flow/mean_field modes the optimiser is applied to the exact
     expected gradient (so mean_field + adam is Adam on E[g], not E[Adam update])."""
     adam_betas: tuple = (0.9, 0.999)
     """Adam (beta1, beta2)."""
@@ -50,7 +50,7 @@ class SimConfig:
     """'tabular' z = z0 + theta; 'linear' z = z0 + phi . w; 'both' z = z0 + theta + phi . w."""
     train_prompts: tuple | None = None
     """Indices of the prompts that are sampled and trained (None = all); others only evolve through
-    shared parameters (THEORY.md item 12)."""
+    shared parameters (docs/theory.md item 12)."""
     log_every: int = 1
     """Log metrics every this many steps (step 0 and the last step are always logged)."""
     ks: tuple = DEFAULT_KS

@@ -16,7 +16,7 @@ which drops prompts whose rewards are all equal):
     trained prompt (no D_pef split). Undefined (ValueError): ISAC, BBG, zero-success, unlikeliness,
     memory sampling.
 mean_field (exact E over the G samples of each prompt):
-    closed form for binary rewards and advantages that depend only on (r_i, c) (THEORY.md item 7):
+    closed form for binary rewards and advantages that depend only on (r_i, c) (docs/theory.md item 7):
     E[dL/dz_p] = (G/Pt) (h1 - h0) pi_p (r_p - P_p) with h1 = E_m coef(success, m+1),
     h0 = E_m coef(failure, m), m ~ Binom(G-1, P_p); otherwise enumeration of the multinomial.
 """

@@ -4,7 +4,7 @@ Every kernel is a deterministic function of its inputs: uniforms are drawn outsi
 loops over replicates/prompts are `prange` with no cross-iteration reductions, so results do not
 depend on the thread count. The recipe is passed as integer codes `ic` and floats `fp` (layout in
 `spec.py`); `recipe_grad` is the closed-form gradient of `Recipe.loss` (collapse_lab.objective,
-METHODS §1-§4) with respect to the logits, for a batch of T = 1 responses:
+docs/methods.md §1-§4) with respect to the logits, for a batch of T = 1 responses:
 
     dL/dz_p = sum_{b in p} c_b (e_{y_b} - pi_p) - c_H (n_kept_p / Den) dH_p/dz
               + eta / Den_ref sum_{j ref of p} f_j (e_{y_j} - pi_p),      c_b = dL/dlogp_b.
@@ -94,7 +94,7 @@ def sample_outcomes(qz, tp, u, y):
 
 @njit(cache=True, error_model="numpy")
 def div_term_grad(code, d, alpha):
-    """(term, dterm/dd) of METHODS §3 at log-ratio d, clamped as objective.divergence does
+    """(term, dterm/dd) of docs/methods.md §3 at log-ratio d, clamped as objective.divergence does
     (d to +-CLAMP_LOG and the term to +-CLAMP_TERM for k3/forward/js/alpha): where a clamp is active the
     gradient is 0 (torch.clamp passes it on the closed range)."""
     if code == D_K1:
@@ -130,7 +130,7 @@ def log_comb(n, k):
 
 @njit(cache=True, error_model="numpy")
 def bbg_weight(m, n, k, tau):
-    """u(m; n, k)/u(1; n, k), 0 where u(m) < tau (n + 1)  (METHODS §2, paper C Eqs. 8-9)."""
+    """u(m; n, k)/u(1; n, k), 0 where u(m) < tau (n + 1)  (docs/methods.md §2, paper C Eqs. 8-9)."""
     lu_m = math.lgamma(n - m + k) - math.lgamma(n - m + 1) + math.lgamma(n + 2) - math.lgamma(n + 1 + k)
     lu_1 = math.lgamma(n - 1 + k) - math.lgamma(n) + math.lgamma(n + 2) - math.lgamma(n + 1 + k)
     u_m = k * math.exp(lu_m)
@@ -326,7 +326,7 @@ def _sample_and_shape(r, j, z, qz, u, y, tp, rewards, ref_lp, ic, fp, xs, old, l
 
 @njit(cache=True, error_model="numpy")
 def _batch_normalisers(r, y, tp, rewards, pef, ref_y, ic, fp, xs, n_succ, varied, norm):
-    """Batch-level normalisers of replicate r (METHODS §4): norm[r] = (Den, Den_ref, batch std,
+    """Batch-level normalisers of replicate r (docs/methods.md §4): norm[r] = (Den, Den_ref, batch std,
     ISAC mean multiplier)."""
     Pt, G = y.shape[1], y.shape[2]
     B, kept, nref, s, ns = Pt * G, 0.0, 0.0, 0.0, 0.0
@@ -413,7 +413,7 @@ def _group_gradient(r, j, z, y, tp, rewards, ref_lp, prior_s, prior_n, pef, ref_
 
 @njit(cache=True, error_model="numpy")
 def group_advantage(x, ic, fp, bstd, adv):
-    """Advantages of one group from pre-advantage rewards x[G] (METHODS §1, objective.advantages)."""
+    """Advantages of one group from pre-advantage rewards x[G] (docs/methods.md §1, objective.advantages)."""
     G = x.shape[0]
     kind = ic[ADV]
     mean, var = group_stats(x, G, ic[DDOF])
@@ -445,7 +445,7 @@ def group_advantage(x, ic, fp, bstd, adv):
 
 @njit(cache=True, error_model="numpy")
 def apply_weight(code, adv, yg, rew, c, prior_s, prior_n, isac_mean, ic, fp):
-    """Advantage weights of METHODS §2 in place: ISAC, zero-success gate, BBG (objective.components)."""
+    """Advantage weights of docs/methods.md §2 in place: ISAC, zero-success gate, BBG (objective.components)."""
     G = adv.shape[0]
     thr = fp[THRESH]
     if code == W_ISAC:

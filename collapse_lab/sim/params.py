@@ -1,12 +1,12 @@
 """Parametrisations and optimisers, shared by both backends.
 
     tabular  z = z0 + theta                 theta [R, P, K]
-    linear   z = z0 + phi . w               w [R, D], phi [P, K, D] (THEORY.md item 12)
+    linear   z = z0 + phi . w               w [R, D], phi [P, K, D] (docs/theory.md item 12)
     both     z = z0 + theta + phi . w
 
 Gradients arrive either as logit gradients g_z (numba backend; chain rule here) or directly per
 parameter (torch backend, autograd). Optimisers: sgd, adam (torch.optim.Adam's update), npg
-(tabular natural gradient dz = g_z / pi, THEORY.md item 2: for PG it gives dz_i = eta a_i).
+(tabular natural gradient dz = g_z / pi, docs/theory.md item 2: for PG it gives dz_i = eta a_i).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A `Problem` holds P prompts with K outcomes each:
     rewards  [P, K] float64   reward of outcome y on prompt x
     logits   [P, K] float64   base (initial = reference) policy logits z0
     correct  [P, K] bool      which outcomes count as solved (default rewards > 0)
-    features [P, K, D] float64 or None   phi(x, y) for the linear parametrisation (THEORY.md item 12)
+    features [P, K, D] float64 or None   phi(x, y) for the linear parametrisation (docs/theory.md item 12)
 
 Generators: `bandit` (one prompt), `multimode` (many prompts, several long-tailed correct modes, a
 spread of difficulty down to correct mass ~1e-3), `coupled` (clustered prompt features,
@@ -140,7 +140,7 @@ def coupled(n_prompts=32, n_outcomes=8, n_correct=2, n_clusters=4, dim=4, coupli
     """Clustered prompts sharing parameters: phi(x, y) = sqrt(coupling) * e_y (x) u_x  [P, K, K*dim].
 
     u_x = normalise(centre_{cluster(x)} + noise * N(0, I)); prompts of one cluster share their correct
-    outcomes. The induced kernel is K((x,y),(x',y')) = coupling * delta_{yy'} u_x . u_x' (THEORY.md
+    outcomes. The induced kernel is K((x,y),(x',y')) = coupling * delta_{yy'} u_x . u_x' (docs/theory.md
     item 12). Used with param="both" (z = z0 + theta + phi . w), coupling = 0 is exactly tabular.
     """
     if coupling < 0:
@@ -165,7 +165,7 @@ def answer_features(n_prompts: int, n_answers: int, coupling: float = 1.0) -> np
     """phi(x, y) = sqrt(coupling) e_y for every prompt x  [P, K, K] (float64).
 
     Answer y carries one shared score w_y on every prompt: z(x, y) = z0(x, y) + sqrt(c) w_y, and the
-    kernel K((x,y),(x',y')) = coupling * delta_{yy'} (THEORY.md item 12) couples all prompts.
+    kernel K((x,y),(x',y')) = coupling * delta_{yy'} (docs/theory.md item 12) couples all prompts.
     """
     if not (isinstance(coupling, (int, float)) and 0 <= coupling < float("inf")):
         raise ValueError(f"coupling = {coupling!r} is invalid; allowed: a finite number >= 0")

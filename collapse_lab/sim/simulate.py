@@ -1,7 +1,7 @@
 """Public entry point: `simulate(problem, cfg, seed) -> Trajectory`.
 
 Validates the config, owns the only RNG (np.random.default_rng(seed)), and runs one of three
-dynamics (METHODS §5 recipes from collapse_lab.objective):
+dynamics (docs/methods.md §5 recipes from collapse_lab.objective):
     sampled     per step, per replicate: u ~ U(0,1)^[R, Pt, G] drawn here, y by inverse CDF from the
                 sampling policy (softmax(z - mu z_mem) for the memory recipe, else pi), then the
                 recipe's gradient (numba closed form or torch autograd), optimiser step, history

@@ -1,4 +1,4 @@
-"""Theory side of collapse-lab: sympy derivations and numeric predictions for THEORY.md.
+"""Theory side of collapse-lab: sympy derivations and numeric predictions for docs/theory.md.
 
 Each module derives its results symbolically (functions returning sympy expressions, named
 `*_expr` or after the result) and exposes fast numpy predictions (lambdified once and cached, or

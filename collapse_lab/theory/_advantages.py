@@ -1,4 +1,4 @@
-"""Bridge to the objective's advantage math for binary groups (THEORY.md items 7 and 10).
+"""Bridge to the objective's advantage math for binary groups (docs/theory.md items 7 and 10).
 
 The theory never re-implements an advantage: it calls `collapse_lab.objective.group_advantages`
 on constructed binary groups (float64) and tabulates a(r, c), the advantage of a sample with
@@ -69,6 +69,6 @@ def _check_exchangeable(A, rewards, estimator):
 
 
 def weight_differences(estimator: str, N: int, ddof: int = 0, kw: tuple = ()) -> np.ndarray:
-    """d_m = a(1, m + 1) - a(0, m) for m = 0..N-1 (THEORY.md item 7), float64 (N,)."""
+    """d_m = a(1, m + 1) - a(0, m) for m = 0..N-1 (docs/theory.md item 7), float64 (N,)."""
     a1, a0 = advantage_table(estimator, N, ddof, kw)
     return a1[1:] - a0[:-1]

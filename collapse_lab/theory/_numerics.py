@@ -2,7 +2,7 @@
 
 Binomial probability tables, Gauss-Legendre quadrature, an adaptive Dormand-Prince (RK45) ODE
 integrator, vectorised bisection and a cache for lambdified sympy expressions. None of these
-carries a THEORY.md result; they are the plumbing the predictions are evaluated with.
+carries a docs/theory.md result; they are the plumbing the predictions are evaluated with.
 """
 
 from __future__ import annotations

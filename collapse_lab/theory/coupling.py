@@ -1,4 +1,4 @@
-"""Coupling across prompts through shared parameters, and squeezing (THEORY.md items 12-13).
+"""Coupling across prompts through shared parameters, and squeezing (docs/theory.md items 12-13).
 
 - item 12: logits z(x, .) = W u_x (tabular outcomes, shared W (K, d), prompt features u_x) or
   z(x, y) = phi(x, y) . w (general features). One gradient step moves every prompt's logits by

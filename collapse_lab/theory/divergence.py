@@ -1,7 +1,7 @@
-"""Optima of E_pi[r] - beta D_f(pi || ref) for a categorical policy (THEORY.md item 17, paper B).
+"""Optima of E_pi[r] - beta D_f(pi || ref) for a categorical policy (docs/theory.md item 17, paper B).
 
 D_f(pi || ref) = sum_y ref_y f(u_y), u = pi/ref. Generators (normalised as in the objective's
-`f_generator`, f(1) = f'(1) = 0; THEORY.md's u log u and -log u differ by a (u - 1), which changes
+`f_generator`, f(1) = f'(1) = 0; docs/theory.md's u log u and -log u differ by a (u - 1), which changes
 neither D_f nor the optimum):
   reverse_kl  f = u log u - u + 1                      f' = log u
   forward_kl  f = u - log u - 1      (= KL(ref||pi))    f' = 1 - 1/u

@@ -1,4 +1,4 @@
-"""Symbolic derivations of the softmax flows and their fixed points (THEORY.md items 1-5).
+"""Symbolic derivations of the softmax flows and their fixed points (docs/theory.md items 1-5).
 
 Every function returns a sympy object built by differentiating the stated objective of a
 softmax policy pi = softmax(z) over K outcomes; nothing here is evaluated numerically (see
@@ -8,7 +8,7 @@ probabilities p_0..p_{K-1} (with sum p = 1 substituted) and the rewards r_0..r_{
 - item 1: `pg_flow` (vanilla PG), `pg_fixed_points`, `pg_k2_invariant` (u + sinh u = Delta t),
   `pg_asymptote_expr` ((K-1)/(K eta));
 - item 2: `npg_flow` (natural PG / replicator);
-- item 3 and METHODS §2: `ips_flow`, `ips_alpha_flow`, `ips_fixed_point`, `ips_alpha_fixed_point`,
+- item 3 and docs/methods.md §2: `ips_flow`, `ips_alpha_flow`, `ips_fixed_point`, `ips_alpha_fixed_point`,
   `ips_k2_invariant`;
 - item 4: `partial_tie_exponent_expr`;
 - item 5: `entropy_change_expr`.
@@ -81,7 +81,7 @@ def ips_flow(K: int = 3) -> sp.Matrix:
 
 @functools.lru_cache(maxsize=16)
 def ips_alpha_flow(K: int = 3) -> sp.Matrix:
-    """IPS with exponent alpha (METHODS §2): gradient of sum_o p_o r_o / sg(p_o)^alpha.
+    """IPS with exponent alpha (docs/methods.md §2): gradient of sum_o p_o r_o / sg(p_o)^alpha.
 
     Differentiating with the stop-gradient q_o = sg(p_o) held fixed and then setting q = p gives
     dz_i/dt = r_i p_i^(1-alpha) - p_i sum_o r_o p_o^(1-alpha).
@@ -102,7 +102,7 @@ def ips_fixed_point(K: int = 3) -> list:
 
 def ips_alpha_fixed_point() -> sp.Expr:
     """Fixed point of the IPS-alpha flow: p^(1-alpha) r = p S gives p = (r/S)^(1/alpha), so
-    p* is proportional to r^(1/alpha) (METHODS §2). Returns p as a function of r and S."""
+    p* is proportional to r^(1/alpha) (docs/methods.md §2). Returns p as a function of r and S."""
     p, r, S = sp.symbols("p r S", positive=True)
     (sol,) = sp.solve(sp.Eq(p ** (1 - ALPHA) * r, p * S), p)
     return sol

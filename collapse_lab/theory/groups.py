@@ -1,4 +1,4 @@
-"""Finite-group predictions for binary rewards (THEORY.md items 6, 7 and 10).
+"""Finite-group predictions for binary rewards (docs/theory.md items 6, 7 and 10).
 
 Setting: one prompt, softmax policy p over K outcomes, a group of N samples, per-sample advantage
 a(r, c) from the objective (c = number of correct samples in the group), update per unit step

@@ -1,4 +1,4 @@
-"""Finite-group IPS mean field and its rest point (THEORY.md item 8, METHODS §2 paper D).
+"""Finite-group IPS mean field and its rest point (docs/theory.md item 8, docs/methods.md §2 paper D).
 
 One IPS step on a tabular softmax p over K outcomes (outcome = its own id), G samples from p,
 shaped reward r~_n = r(y_n) f(n_{y_n}), f(n) = 1 / max(n/G, eps)^alpha (objective `ips_rewards`),
@@ -11,7 +11,7 @@ and given that sample 1 is k, the others' counts are Binom(G-1, p_o)). With B_o 
   a_o = E f(1+B_o),  b_o = E[(1+B_o) f(1+B_o)],  c_o = E[B_o f(B_o)]
   no baseline: F_k = r_k a_k - sum_o r_o p_o a_o
   mean baseline: F_k = r_k a_k - (1/G) (r_k b_k + sum_{o != k} r_o c_o).
-alpha = 1, eps < 1/G, no baseline: p_k a_k = phi_k = 1 - (1 - p_k)^G (THEORY.md item 8).
+alpha = 1, eps < 1/G, no baseline: p_k a_k = phi_k = 1 - (1 - p_k)^G (docs/theory.md item 8).
 """
 
 from __future__ import annotations

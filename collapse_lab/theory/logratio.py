@@ -1,4 +1,4 @@
-"""Numeric flow predictions: log-ratio laws as functions of time (THEORY.md items 1-5).
+"""Numeric flow predictions: log-ratio laws as functions of time (docs/theory.md items 1-5).
 
 Time t is continuous flow time; a discrete run with step eta at step n sits at t = n (the
 functions take eta and use eta * t). Flows (kind names used throughout):

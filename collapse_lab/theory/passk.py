@@ -1,4 +1,4 @@
-"""Pass@k estimators and Bayesian gating (THEORY.md items 14-16, METHODS §2 paper C, §6).
+"""Pass@k estimators and Bayesian gating (docs/theory.md items 14-16, docs/methods.md §2 paper C, §6).
 
 - item 14: `passk_variance` (exact variance of the unbiased estimator), `passk_plugin_mean`
   (the biased-low plug-in);

@@ -1,4 +1,4 @@
-"""Flow of the semantic-coupling benchmark (sim.problems.shared_answers / answer_pair; THEORY.md item 12).
+"""Flow of the semantic-coupling benchmark (sim.problems.shared_answers / answer_pair; docs/theory.md item 12).
 
 Linear parametrisation z(x, y) = z0(x, y) + phi(x, y) . w with answer features phi(x, y) =
 sqrt(c) e_y. At G = infinity (simulator mode "flow", token-mean over P prompts) the ascent

@@ -1,4 +1,4 @@
-"""Rare modes and neutral drift (THEORY.md items 9 and 11).
+"""Rare modes and neutral drift (docs/theory.md items 9 and 11).
 
 - item 9: `tail_miss` — probability that a group of N gives a non-zero (mixed) update yet never
   samples a rare correct mode of probability tau;

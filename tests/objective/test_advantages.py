@@ -1,4 +1,4 @@
-"""Advantage estimators (METHODS §1): golden numbers, brute-force definitions, invariants, errors."""
+"""Advantage estimators (docs/methods.md §1): golden numbers, brute-force definitions, invariants, errors."""
 
 import itertools
 import math

@@ -1,4 +1,4 @@
-"""Divergences (METHODS §3): golden terms, sign, exact expectations over categoricals, gradients."""
+"""Divergences (docs/methods.md §3): golden terms, sign, exact expectations over categoricals, gradients."""
 
 import math
 

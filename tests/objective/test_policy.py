@@ -1,4 +1,4 @@
-"""Policy loss and aggregation (METHODS §4): clip cases, aggregation identities, REINFORCE gradient."""
+"""Policy loss and aggregation (docs/methods.md §4): clip cases, aggregation identities, REINFORCE gradient."""
 
 import math
 

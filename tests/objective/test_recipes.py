@@ -1,4 +1,4 @@
-"""Recipes (METHODS §5): every recipe runs, names are stable, composition and overrides behave."""
+"""Recipes (docs/methods.md §5): every recipe runs, names are stable, composition and overrides behave."""
 
 import json
 import math

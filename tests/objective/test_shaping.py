@@ -1,4 +1,4 @@
-"""Reward shaping and weights (METHODS §2): IPS, ISAC, BBG, zero-success gating, dynamic sampling."""
+"""Reward shaping and weights (docs/methods.md §2): IPS, ISAC, BBG, zero-success gating, dynamic sampling."""
 
 import math
 

@@ -142,7 +142,7 @@ def test_progress_bar_and_zero_steps(capsys):
        recipe=st.sampled_from(["grpo", "dr_grpo", "rloo", "ips_grpo", "passk", "unlikeliness"]),
        seed=st.integers(0, 10))
 def test_equal_rewards_give_zero_update(logits, reward, recipe, seed):
-    """Group-relative advantages vanish when every outcome has the same reward (METHODS §1);
+    """Group-relative advantages vanish when every outcome has the same reward (docs/methods.md §1);
     IPS and unlikeliness reshape equal rewards into unequal ones, so only r = 0 is checked there. Zero up to round-off
     (rloo's r - (sum - r)/(G-1) leaves ~1e-17 for r = 0.4, in the objective too)."""
     K = len(logits)

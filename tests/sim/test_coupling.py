@@ -1,4 +1,4 @@
-"""THEORY.md item 12: shared parameters couple prompts; tabular ones do not."""
+"""docs/theory.md item 12: shared parameters couple prompts; tabular ones do not."""
 
 import numpy as np
 

@@ -1,5 +1,5 @@
 """Two implementations that must agree: numba closed-form gradients vs torch autograd through the
-objective (`Recipe.loss`), for every recipe of METHODS §5 and the variants that exercise each
+objective (`Recipe.loss`), for every recipe of docs/methods.md §5 and the variants that exercise each
 branch of kernels.recipe_grad; plus determinism (same seed -> same bits, 1 vs 2 threads)."""
 
 import numba

@@ -1,4 +1,4 @@
-"""Simulation against theory (THEORY.md), with the tolerance of each check stated.
+"""Simulation against theory (docs/theory.md), with the tolerance of each check stated.
 
 flow vs items 1-3 and 17 (1e-6), mean field vs population_weight / ips_mean_field / enumeration
 (1e-10), sampled replicate means vs the mean field (4 standard errors), item 6 on a sampled step.

@@ -1,4 +1,4 @@
-"""THEORY.md items 12-13: the kernel prediction against a real parameter update (torch autograd),
+"""docs/theory.md items 12-13: the kernel prediction against a real parameter update (torch autograd),
 and squeezing for all policies (hypothesis)."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""THEORY.md item 17: f-divergence-regularised optima against long exact-gradient ascent, the
+"""docs/theory.md item 17: f-divergence-regularised optima against long exact-gradient ascent, the
 symbolic gradient against the closed form, and the equal-reward-ratio property for all inputs."""
 
 import numpy as np
@@ -12,7 +12,7 @@ from collapse_lab.objective import categorical_divergence_grad, f_generator
 from collapse_lab.theory import divergence as D
 from collapse_lab.theory import fdiv_fixed_point, fdiv_multiplier
 
-# f' of each generator, typed from the METHODS §3 table (f' is defined up to an additive constant,
+# f' of each generator, typed from the docs/methods.md §3 table (f' is defined up to an additive constant,
 # which does not move the optimum); checked against the objective's f' below.
 FPRIME = {
     "reverse_kl": lambda u: np.log(u),

@@ -1,4 +1,4 @@
-"""THEORY.md items 1-5: symbolic flows vs direct differentiation, numeric laws vs an independent
+"""docs/theory.md items 1-5: symbolic flows vs direct differentiation, numeric laws vs an independent
 fixed-step RK4 written here, asymptotes vs the discrete iteration."""
 
 import numpy as np
@@ -59,7 +59,7 @@ def test_ips_flow_and_fixed_point():
         assert sp.simplify(flow[i] - (r[i] - p[i] * R)) == 0
     fp = flows.ips_fixed_point(4)
     assert all(sp.simplify(fp[i] - r[i] / R) == 0 for i in range(4))
-    # THEORY.md item 3 example: r = (0.6, 0.4, 0.2, 0.1) -> (0.4615, 0.3077, 0.1538, 0.0769)
+    # docs/theory.md item 3 example: r = (0.6, 0.4, 0.2, 0.1) -> (0.4615, 0.3077, 0.1538, 0.0769)
     vals = [float(e.subs(dict(zip(r, [0.6, 0.4, 0.2, 0.1])))) for e in fp]
     np.testing.assert_allclose(vals, [6 / 13, 4 / 13, 2 / 13, 1 / 13], atol=1e-15)
     np.testing.assert_allclose(vals, [0.4615, 0.3077, 0.1538, 0.0769], atol=1e-4)

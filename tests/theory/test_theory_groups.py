@@ -1,4 +1,4 @@
-"""THEORY.md items 6, 7, 10: population weight and GRPO log-ratio moments against exact
+"""docs/theory.md items 6, 7, 10: population weight and GRPO log-ratio moments against exact
 enumeration of every ordered group (advantages from the objective, probabilities by product)."""
 
 import itertools
@@ -106,7 +106,7 @@ def test_grpo_weight_tends_to_inverse_sqrt():
     err = {N: np.abs(population_weight("grpo", N, P) / grpo_weight_limit(P) - 1) for N in (200, 800)}
     assert np.all(err[800] < 2.5e-3)
     assert np.all(err[200] / err[800] > 3.5)
-    # and it grows toward the edges (THEORY.md item 7)
+    # and it grows toward the edges (docs/theory.md item 7)
     w = population_weight("grpo", 8, [0.02, 0.2, 0.5])
     assert w[0] > w[1] > w[2]
 

@@ -1,4 +1,4 @@
-"""THEORY.md item 8: the finite-group IPS mean field against enumeration of every ordered group
+"""docs/theory.md item 8: the finite-group IPS mean field against enumeration of every ordered group
 (shaping and advantages from the objective), and its rest point against direct integration."""
 
 import itertools

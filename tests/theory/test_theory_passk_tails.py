@@ -1,4 +1,4 @@
-"""THEORY.md items 9, 11, 14-16: enumeration over Binomial/multinomial outcomes and Gauss-Legendre
+"""docs/theory.md items 9, 11, 14-16: enumeration over Binomial/multinomial outcomes and Gauss-Legendre
 quadrature against the closed forms."""
 
 import itertools
