@@ -121,7 +121,7 @@ class PolicySpec:
 
 @dataclass(frozen=True)
 class IPS:
-    """Inverse probability scaling of rewards (paper D): r / max(n_o/G, eps)^alpha."""
+    """Inverse probability scaling of rewards (paper D): r / max(n_o/G, eps)^power."""
 
     key: ClassVar[str] = "ips"
     stage: ClassVar[str] = "shaper"
@@ -130,19 +130,19 @@ class IPS:
     flat_zero: ClassVar[bool] = False  # equal rewards, different outcomes: shaped rewards differ
 
     eps: float = 0.01
-    alpha: float = 1.0
+    power: float = 1.0  # exponent of the inverse propensity (1: plain IPS, 0: no shaping)
 
     def __post_init__(self):
         check_float("ips.eps", self.eps, 0, 1, lo_open=True)
-        check_float("ips.alpha", self.alpha, 0)
+        check_float("ips.power", self.power, 0)
 
     def __call__(self, batch: Batch, rewards: Tensor, reduce=None) -> Tensor:
-        return ips_rewards(rewards, _need(batch, "outcome", "ips"), batch.group, self.eps, self.alpha)
+        return ips_rewards(rewards, _need(batch, "outcome", "ips"), batch.group, self.eps, self.power)
 
 
 @dataclass(frozen=True)
 class ISAC:
-    """Inverse-success advantage calibration (paper A): correct samples' A times (G - c)^alpha."""
+    """Inverse-success advantage calibration (paper A): correct samples' A times (G - c)^exponent."""
 
     key: ClassVar[str] = "isac"
     stage: ClassVar[str] = "weight"
@@ -150,15 +150,15 @@ class ISAC:
     needs: ClassVar[frozenset] = frozenset()
     flat_zero: ClassVar[bool] = True  # multiplies A
 
-    alpha: float = 1.0
+    exponent: float = 1.0
     normalize: bool = False
 
     def __post_init__(self):
-        check_float("isac.alpha", self.alpha, 0)
+        check_float("isac.exponent", self.exponent, 0)
         check_bool("isac.normalize", self.normalize)
 
     def __call__(self, batch: Batch, adv: Tensor, reduce=None) -> Tensor:
-        m = isac_multiplier(batch.success, batch.group, self.alpha, self.normalize, reduce)
+        m = isac_multiplier(batch.success, batch.group, self.exponent, self.normalize, reduce)
         return adv * m.to(adv.dtype)
 
 

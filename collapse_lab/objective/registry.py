@@ -10,6 +10,7 @@ one ValueError `<component>.<field> = <value!r> is invalid; allowed: ...`.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import replace
 
 from .checks import check_bool
@@ -37,9 +38,9 @@ _ENTRIES: dict[str, tuple[Recipe, str]] = {
     "k3_kl": (Recipe("k3_kl", kl=KLPenalty("k3", beta=0.05)),
               "GRPO + 0.05 * k3 in the loss (verl low_var_kl): expected gradient of KL(ref || pi), not pi||ref"),
     "ips_grpo": (Recipe("ips_grpo", shapers=(IPS(),)),
-                 "GRPO on inverse-probability-scaled rewards r / max(n_o/G, eps)^alpha (paper D)"),
+                 "GRPO on inverse-probability-scaled rewards r / max(n_o/G, eps)^power (paper D)"),
     "isac": (Recipe("isac", weights=(ISAC(),)),
-             "GRPO with correct samples' advantages times (G - c)^alpha, c = group successes (paper A)"),
+             "GRPO with correct samples' advantages times (G - c)^exponent, c = group successes (paper A)"),
     "memory": (Recipe("memory", memory=Memory()),
                "GRPO on rollouts from softmax(z - mu z_mem), a memory model of past rollouts (paper A)"),
     "dph_forward": (Recipe("dph_forward", policy=_CLIP_HIGH, dph=DPH("forward", eta=0.03)),
@@ -94,11 +95,15 @@ def combine(*recipes: Recipe) -> Recipe:
     return out
 
 
+# overrides renamed so that no field shares a name with a recipe or another component's field
+RENAMED = {"ips_alpha": "ips_power", "isac_alpha": "isac_exponent", "dph_alpha": "dph_order"}
+
+
 def recipe(name: str, **overrides) -> Recipe:
     """The named recipe of docs/methods.md §5 (or a '+'-joined combination) with hyper-parameter overrides.
 
     An override is `field` when exactly one component of the recipe has that field (e.g.
-    clip_high, beta, eta, k_ref) or `<component>_<field>` (advantage_eps, ips_alpha, dph_kind, ...);
+    clip_high, beta, eta, k_ref) or `<component>_<field>` (advantage_eps, ips_power, dph_kind, ...);
     `dynamic_sampling` is a flag of the recipe itself (a real bool).
     """
     if not isinstance(name, str):
@@ -113,6 +118,9 @@ def recipe(name: str, **overrides) -> Recipe:
         check_bool("dynamic_sampling", flag)
         out = replace(out, dynamic_sampling=flag)
     for key, value in overrides.items():
+        if key in RENAMED:
+            warnings.warn(f"recipe override {key!r} is renamed {RENAMED[key]!r}", DeprecationWarning, stacklevel=2)
+            key = RENAMED[key]
         out = _override(out, key, value)
     return out
 

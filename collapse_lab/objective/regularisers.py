@@ -92,14 +92,14 @@ class DPH:
 
     kind: str = "js"
     eta: float = 0.1
-    alpha: float = DEFAULT_ALPHA
+    order: float = DEFAULT_ALPHA  # the alpha-divergence's order (kind "alpha" only)
     n_pre: int = 8
     n_ref: int = 1
 
     def __post_init__(self):
         check_choice("dph.kind", self.kind, sorted(REFERENCE_SAMPLED))
         check_float("dph.eta", self.eta, 0)
-        check_float("dph.alpha", self.alpha, 0, 1, lo_open=True, hi_open=True)
+        check_float("dph.order", self.order, 0, 1, lo_open=True, hi_open=True)
         check_int("dph.n_pre", self.n_pre, 1)
         check_int("dph.n_ref", self.n_ref, 1)
 
@@ -111,7 +111,7 @@ class DPH:
         """(per-token term [R, T], mask [R, T]) on the reference samples."""
         ref = _need(batch, "ref_samples", f"dph_{self.kind}")
         mask = torch.ones_like(ref.logp) if ref.mask is None else ref.mask.to(ref.logp.dtype)
-        return divergence(ref.logp, ref.ref_logp, self.kind, alpha=self.alpha), mask
+        return divergence(ref.logp, ref.ref_logp, self.kind, alpha=self.order), mask
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Needs the dev extra (`pip install -e '.[dev]'`, for hypothesis); nothing else in
 
     from collapse_lab.objective import ISAC, Advantage, Recipe
     from collapse_lab.objective.testing import check_recipe
-    mine = Recipe("rloo_isac", Advantage("rloo"), weights=(ISAC(alpha=0.5),))
+    mine = Recipe("rloo_isac", Advantage("rloo"), weights=(ISAC(exponent=0.5),))
     check_recipe(mine)  # AssertionError on a minimal failing batch, else the invariants checked
 
 Invariants (`declared_invariants(recipe)` lists the ones a recipe claims):
@@ -220,7 +220,7 @@ def _check_divergence(rec, case, data):
     pi, ref = F.softmax(z, -1), F.softmax(z0, -1)
     d = F.log_softmax(z, -1) - F.log_softmax(z0, -1)  # (K,) no clamp of the terms is active here:
     for kind in [c.kind for c in (rec.kl, rec.dph) if c is not None]:  # DPH-RL clamps the term to +-10
-        alpha = rec.dph.alpha if rec.dph is not None else 0.2
+        alpha = rec.dph.order if rec.dph is not None else 0.2
         assume(bool((divergence(d, torch.zeros_like(d), kind, alpha, clamp_term=math.inf).abs() < 10).all()))
     checks = []
     kl_term = kl_term_name(rec)
@@ -230,7 +230,7 @@ def _check_divergence(rec, case, data):
         cases = [(list(y), [], float(pi[list(y)].prod())) for y in itertools.product(range(K), repeat=G)]
         checks.append((kl_term, want, cases))
     if rec.dph is not None and rec.dph.eta > 0:  # one reference sample y ~ ref
-        want = rec.dph.eta * categorical_divergence_grad(z, z0, rec.dph.kind, rec.dph.alpha)
+        want = rec.dph.eta * categorical_divergence_grad(z, z0, rec.dph.kind, rec.dph.order)
         checks.append(("div", want, [([0] * G, [y], float(ref[y])) for y in range(K)]))
     assert checks, f"recipe {rec.name!r} violates divergence: it has no divergence term to check"
     for term, want, cases in checks:

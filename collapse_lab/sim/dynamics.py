@@ -9,7 +9,7 @@ which drops prompts whose rewards are all equal):
     dL/dz_p = -s sum_y pi_y A_y (e_y - pi_p) + beta s dKL(pi||ref)/dz + eta s dD_f/dz - c_H s dH/dz
     A_y: grpo (x_y - E_pi x)/(sd_pi x + eps) (std group/batch/none), dr_grpo/rloo E-centred,
     reinforce x_y - b, passk with R = 1 - (1-P)^k; x_y = r_y [- beta k(d_y) in-reward]
-    [/ max(pi_y, eps)^alpha for IPS: p_hat -> pi]. Divergence terms use the exact gradient of the
+    [/ max(pi_y, eps)^power for IPS: p_hat -> pi]. Divergence terms use the exact gradient of the
     divergence whose gradient the sampled term has in expectation (`expected_gradient_of`, by
     objective.categorical_divergence_grad): KL in the loss k2 (`reverse_kl`) -> KL(pi || ref),
     k3 (`k3_kl`) -> KL(ref || pi), k1 -> none; DPH -> its D_f. DPH in flow applies E[r] - eta D_f to every
@@ -54,7 +54,7 @@ def flow_grad(rec, z, problem, tp) -> np.ndarray:
         x = x - rec.kl.beta * divergence(torch.from_numpy(lp), torch.from_numpy(ref_lp), rec.kl.kind).numpy()
     for sh in rec.shapers:
         if isinstance(sh, IPS):
-            x = x / np.maximum(pi, sh.eps) ** sh.alpha
+            x = x / np.maximum(pi, sh.eps) ** sh.power
     adv = _flow_advantage(rec.advantage, x, pi, successes(r))
     keep = (r.max(1) > r.min(1)) if rec.dynamic_sampling else np.ones(len(tp), bool)
     n = max(int(keep.sum()), 1) if rec.policy.agg == "token-mean" else len(tp)
@@ -66,7 +66,7 @@ def flow_grad(rec, z, problem, tp) -> np.ndarray:
             zt, torch.from_numpy(problem.logits[tp]), kl_kind).numpy()
     if rec.dph is not None and rec.dph.eta > 0:
         g += s * rec.dph.eta * categorical_divergence_grad(
-            zt, torch.from_numpy(problem.logits[tp]), rec.dph.kind, rec.dph.alpha).numpy()
+            zt, torch.from_numpy(problem.logits[tp]), rec.dph.kind, rec.dph.order).numpy()
     if rec.needs_entropy:
         h = -(pi * lp).sum(1, keepdims=True)
         g += s * rec.entropy.coef * keep[:, None] * pi * (lp + h)  # -c_H dH/dz, dH/dz = -pi (lp + H)

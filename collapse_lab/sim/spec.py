@@ -57,18 +57,18 @@ def recipe_codes(rec: Recipe, max_len: int = 1) -> kn.RecipeCodes:
         ic[kn.DUAL], fp[kn.DUAL_C] = 1, pol.dual_clip
     ips = [s for s in rec.shapers if isinstance(s, IPS)]
     if ips:
-        ic[kn.IPS], fp[kn.IPS_EPS], fp[kn.IPS_ALPHA] = 1, ips[0].eps, ips[0].alpha
+        ic[kn.IPS], fp[kn.IPS_EPS], fp[kn.IPS_ALPHA] = 1, ips[0].eps, ips[0].power
     ic[kn.KL] = -1 if rec.kl is None else DIV_CODES[rec.kl.kind]
     if rec.kl is not None:
         ic[kn.KL_IN_REWARD], fp[kn.KL_BETA] = int(rec.kl.in_reward), rec.kl.beta
     ic[kn.DPH] = -1 if rec.dph is None or rec.dph.eta <= 0 else DIV_CODES[rec.dph.kind]
     if rec.dph is not None:
-        fp[kn.DPH_ETA], fp[kn.DPH_ALPHA] = rec.dph.eta, rec.dph.alpha
+        fp[kn.DPH_ETA], fp[kn.DPH_ALPHA] = rec.dph.eta, rec.dph.order
     ic[kn.NW] = len(rec.weights)
     for i, w in enumerate(rec.weights):
         ic[kn.W0 + i] = WEIGHT_CODES[type(w)]
         if isinstance(w, ISAC):
-            fp[kn.ISAC_ALPHA], ic[kn.ISAC_NORM] = w.alpha, int(w.normalize)
+            fp[kn.ISAC_ALPHA], ic[kn.ISAC_NORM] = w.exponent, int(w.normalize)
         elif isinstance(w, ZeroSuccess):
             ic[kn.ZS_COUNTS], ic[kn.ZS_MAX] = int(w.counts == "history"), w.max_success
         else:

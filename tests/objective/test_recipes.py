@@ -120,14 +120,14 @@ def test_bbg_history_and_needs():
 
 
 def test_combine_and_overrides():
-    r = recipe("ips_grpo+dph_js", ips_alpha=0.5, dph_alpha=0.3, eta=0.05)
+    r = recipe("ips_grpo+dph_js", ips_power=0.5, dph_order=0.3, eta=0.05)
     assert r.name == "ips_grpo+dph_js"
-    assert r.shapers[0].alpha == 0.5 and r.dph.alpha == 0.3 and r.dph.eta == 0.05
+    assert r.shapers[0].power == 0.5 and r.dph.order == 0.3 and r.dph.eta == 0.05
     assert r.policy.clip_high == 0.28  # dph's clip-higher carries over
     assert combine(recipe("isac"), recipe("bbg")).weights == recipe("isac+bbg").weights
     assert recipe("grpo", dynamic_sampling=True).dynamic_sampling
     with pytest.raises(ValueError, match="ambiguous"):
-        recipe("ips_grpo+dph_js", alpha=0.5)
+        recipe("ips_grpo+dph_js", eps=0.5)
     with pytest.raises(ValueError, match="unknown recipe 'ppo'; valid: grpo"):
         recipe("ppo")
     with pytest.raises(ValueError, match="options: advantage_kind"):
@@ -173,3 +173,15 @@ def test_dph_empty_reference_set_is_zero_but_missing_is_an_error():
     batch.ref_samples = None
     with pytest.raises(ValueError, match="ref_samples"):
         recipe("dph_js").loss(batch)
+
+
+def test_renamed_overrides_still_work_with_a_warning():
+    """ips_alpha / isac_alpha / dph_alpha were renamed (no field shares a name with the recipe dph_alpha)."""
+    import pytest
+
+    for old, new, get in (("ips_alpha", "ips_power", lambda r: r.shapers[0].power),
+                          ("isac_alpha", "isac_exponent", lambda r: r.weights[0].exponent),
+                          ("dph_alpha", "dph_order", lambda r: r.dph.order)):
+        name = {"ips": "ips_grpo", "isac": "isac", "dph": "dph_alpha"}[old.split("_")[0]]
+        with pytest.warns(DeprecationWarning, match=f"'{old}' is renamed '{new}'"):
+            assert get(recipe(name, **{old: 0.4})) == 0.4 == get(recipe(name, **{new: 0.4}))

@@ -100,11 +100,11 @@ def test_bad_points_are_named_before_any_run(cache):
 
 def test_factory_and_override_keys(cache):
     df = sweep(lambda n_correct: multimode(4, 5, n_correct, seed=1),
-               {"n_correct": [1, 2], "overrides.ips_alpha": [0.5]}, base=SimConfig(**(BASE.to_dict() | {
+               {"n_correct": [1, 2], "overrides.ips_power": [0.5]}, base=SimConfig(**(BASE.to_dict() | {
                    "recipe": "ips_grpo", "ks": (1, 4), "track": ()})), progress=False)
-    assert sorted(df.n_correct.unique()) == [1, 2] and set(df["overrides.ips_alpha"]) == {0.5}
+    assert sorted(df.n_correct.unique()) == [1, 2] and set(df["overrides.ips_power"]) == {0.5}
     tr = simulate(multimode(4, 5, 2, seed=1), SimConfig(**(BASE.to_dict() | {
-        "recipe": "ips_grpo", "overrides": {"ips_alpha": 0.5}, "ks": (1, 4), "track": ()})), seed=0)
+        "recipe": "ips_grpo", "overrides": {"ips_power": 0.5}, "ks": (1, 4), "track": ()})), seed=0)
     sel = df[(df.n_correct == 2) & (df.replicate == 0)]
     assert np.array_equal(sel["pass@1"].to_numpy(), tr.pass_at_k[0, :, 0])
 
