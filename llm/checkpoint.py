@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from collapse_lab.runs import atomic_write
+
 
 def _fsync(path) -> None:
     """Flush a file (or directory) to disk; a no-op where the platform cannot open it for that."""
@@ -43,14 +45,8 @@ def _fsync(path) -> None:
 def atomic_write_text(path, text: str) -> None:
     """Write `text` to `path` via `path.tmp` + fsync + os.replace: a crash leaves the old or the new
     file, never a truncated one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent)
+    atomic_write(path, text.encode("utf-8"))
+    _fsync(Path(path).parent)
 
 
 def replace_dir(tmp, final) -> None:

@@ -17,7 +17,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import textwrap
 import typing
 from dataclasses import dataclass, field
@@ -458,16 +457,11 @@ def to_toml(cfg) -> str:
 
 
 def write_atomic(path, text: str) -> None:
-    """Write `text` (UTF-8) to `path` through a temporary file in the same directory and os.replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `text` (UTF-8) to `path` atomically (collapse_lab.runs.atomic_write: temp file, fsync,
+    os.replace)."""
+    from collapse_lab.runs import atomic_write
+
+    atomic_write(path, text.encode("utf-8"))
 
 
 def save(cfg, out_dir) -> Path:

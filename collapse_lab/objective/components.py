@@ -30,7 +30,7 @@ from .advantages import ADVANTAGES, STD_MODES, group_advantages
 from .batch import Batch
 from .checks import check_bool, check_choice, check_float, check_int
 from .policy import AGG_MODES, LEVELS
-from .regularisers import DPH, Entropy, KLPenalty, Memory
+from .regularisers import DPH, Entropy, KLPenalty, Memory, _need
 from .shaping import (
     COUNT_SOURCES,
     bbg_weights,
@@ -44,13 +44,6 @@ __all__ = ["Advantage", "PolicySpec", "IPS", "ISAC", "ZeroSuccess", "BBG", "KLPe
            "Entropy", "Memory", "check_choice", "STAGES"]
 
 STAGES = ("shaper", "advantage", "weight", "policy", "regulariser", "sampler")
-
-
-def _need(batch: Batch, field: str, who: str):
-    value = getattr(batch, field)
-    if value is None:
-        raise ValueError(f"{who} needs Batch.{field}, which is None")
-    return value
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,16 @@ TASK = dict(name="multisolution", difficulty=2, num_prompts=64, test_fraction=0.
 
 def make_train_config(out_dir, path="tiny", name="grpo", steps=2, **sections):
     """A small TrainConfig; `sections` maps a section name to a dict of field overrides."""
-    from llm.train import TrainConfig
     data = {"model": {"name": path, "hidden_size": 64}, "task": dict(TASK),
             "rollout": {"group_size": 4, "prompts_per_step": 4, "max_new_tokens": 4},
             "recipe": {"name": name}, "optim": {"lr": 1e-3},
             "run": {"out_dir": str(out_dir), "steps": steps, "progress": False, "threads": 1}}
+    return _build(data, sections)
+
+
+def _build(data: dict, sections: dict):
+    """The validated TrainConfig of `data` with `sections` merged in (section -> field overrides)."""
+    from llm.train import TrainConfig
     for sec, values in sections.items():
         data.setdefault(sec, {}).update(values)
     cfg = C.from_dict(TrainConfig, data)
@@ -48,17 +53,12 @@ def sft_model(tmp_path_factory):
 
 def make_bandit_config(out_dir, name="grpo", steps=2, **sections):
     """A fast TrainConfig on the bandit task with BanditLM (8 prompts x 6 outcomes, SGD, G = 8)."""
-    from llm.train import TrainConfig
     data = {"model": {"name": "bandit", "dtype": "float64"},
             "task": {"name": "bandit", "num_prompts": 8, "num_outcomes": 6},
             "rollout": {"group_size": 8, "prompts_per_step": 4, "max_new_tokens": 1},
             "recipe": {"name": name}, "optim": {"optimizer": "sgd", "lr": 0.5},
             "run": {"out_dir": str(out_dir), "steps": steps, "progress": False, "threads": 1}}
-    for sec, values in sections.items():
-        data.setdefault(sec, {}).update(values)
-    cfg = C.from_dict(TrainConfig, data)
-    C.validate(cfg)
-    return cfg
+    return _build(data, sections)
 
 
 @pytest.fixture
