@@ -58,9 +58,14 @@ class HFTokenizer:
         self.bos_id = tok.bos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.vocab_size = len(tok)
+        self.chat_template = getattr(tok, "chat_template", None)  # None: no template (llm.chat)
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False)
+
+    def render_chat(self, messages: list[dict]) -> str:
+        """`messages` rendered by the chat template, ending with the assistant's generation prompt."""
+        return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def decode(self, ids) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True)
