@@ -99,7 +99,8 @@ class TaskConfig:
     chat_template: bool = False
     """Render each prompt with the tokenizer's chat template (instruction / chat models)."""
     system_prompt: str = ""
-    """System message put before each prompt (needs task.chat_template; empty: none)."""
+    """System message put before each prompt (needs task.chat_template; empty: none; a conversational
+    row's own system message is kept instead)."""
     num_prompts: int = 0
     """Number of prompts: synthetic tasks generate this many (train and test together; 0: 64);
     math keeps at most this many training prompts (a seeded choice; 0: all rows)."""
