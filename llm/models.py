@@ -39,7 +39,11 @@ class CharTokenizer:
         return [self.stoi.get(c, self.unk_id) for c in text]
 
     def decode(self, ids) -> str:
-        return "".join(self.itos[i] for i in ids if i >= len(SPECIALS) or i == self.unk_id)
+        """Text of `ids`; <pad> <bos> <eos> are dropped, and an id beyond the alphabet (an LM head
+        padded past the tokenizer) reads as <unk>."""
+        n = len(self.itos)
+        return "".join(self.itos[i] if i < n else self.itos[self.unk_id] for i in ids
+                       if i >= len(SPECIALS) or i == self.unk_id)
 
     def save(self, path) -> None:
         Path(path, "char_tokenizer.json").write_text(json.dumps({"alphabet": self.alphabet}))
