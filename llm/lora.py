@@ -13,6 +13,7 @@ merge_and_unload on a copy) in the plain Hugging Face layout, which llm.evaluate
 from __future__ import annotations
 
 import copy
+import warnings
 
 from torch import nn
 
@@ -38,7 +39,9 @@ def apply_lora(model: nn.Module, mcfg):
     cfg = LoraConfig(r=mcfg.lora_rank, lora_alpha=mcfg.lora_alpha, lora_dropout=mcfg.lora_dropout,
                      target_modules=lora_targets(mcfg.lora_targets), bias="none")
     try:
-        peft_model = get_peft_model(model, cfg)
+        with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            peft_model = get_peft_model(model, cfg)
     except ValueError as e:  # "Target modules {...} not found in the base model"
         first = " ".join(str(e).split())[:200]
         raise ValueError(f"model.lora_targets = {mcfg.lora_targets!r} is invalid; allowed: module names of "

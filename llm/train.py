@@ -21,7 +21,8 @@ How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 
    one big batch, for every recipe (tests/llm/test_train.py: grpo, std="batch", ISAC normalize,
    DAPO, DPH-JS, Dr. GRPO to 1e-10 in float64; tests/llm/test_resume_ddp.py: 2 processes = 1).
    DDP averages gradients, so each process backpropagates loss * world.
-4. The reverse-KL reference is a frozen copy of the initial model, built only when beta > 0. DPH runs
+4. The reverse-KL reference is a frozen copy of the initial model, built only when beta > 0 (with LoRA,
+   model.lora_rank > 0, the policy itself with its adapters disabled: no copy; llm/lora.py). DPH runs
    no reference model during training: a pre-sampling pass splits the training prompts into D_pef
    (solved n_pre / n_pre times; only the divergence on stored reference samples) and D_exp (RL loss).
 5. Rewards come from verifiers under a time limit; unparseable and timed-out responses get reward 0
@@ -36,6 +37,9 @@ How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 
    and counted; a parameter that is non-finite or whose square overflows its dtype (at least float32:
    |x| > sqrt(finfo.max)) after the step stops the run with an error naming optim.lr, before
    anything of that step is saved.
+   model.autocast: forwards under torch.autocast with float32 master weights; float16 scales the loss
+   and unscales the gradients before these checks, and an overflow of the scaled gradient is the
+   scaler's (`scaler_skips`), not a non-finite skip (llm/precision.py).
 9. Resume: each checkpoint stores the resolved config (config.json); resuming with a config that
    differs in a field that changes the run (anything but checkpoint.RESUME_FREE) is an error listing them,
    unless run.allow_config_change. config.toml is written only once the run is known to start.
