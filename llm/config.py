@@ -88,8 +88,8 @@ class ModelConfig:
     lora_dropout: float = 0.0
     """Dropout on the LoRA branch's input, in [0, 1)."""
     lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-    """Comma-separated module names that get adapters (default: the attention and MLP projections of
-    Llama / Qwen), or all-linear."""
+    """Comma-separated module names that get adapters, or all-linear; the default names the attention
+    and MLP projections of Llama and Qwen."""
 
     def validate(self, p: str = "model") -> None:
         from .models import PRESETS

@@ -145,3 +145,22 @@ def test_scaler_state_round_trips():
     q = make_precision("float16", torch.device("cpu"))
     q.load_state_dict(p.state_dict())
     assert q.scaler.get_scale() == 8.0
+
+
+def test_float16_resume_restores_the_scaler_exactly(tmp_path, train_config):
+    from llm.checkpoint import latest_checkpoint, safe_load
+    from llm.train import train
+
+    def cfg(out, steps, **run):
+        return train_config(out, name="entropy", steps=steps, model={"hidden_size": 32, "num_layers": 1,
+                            "autocast": "float16"}, optim={"lr": 1e-3}, run={"save_every": 1, **run})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        full = train(cfg(tmp_path / "full", 2))
+        train(cfg(tmp_path / "cut", 1))
+        state = safe_load(latest_checkpoint(tmp_path / "cut") / "state.pt")
+        resumed = train(cfg(tmp_path / "cut", 2, resume=True))
+    assert state["precision"]["scale"] == 2.0 ** 16
+    for p, q in zip(full.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    assert resumed.precision.state_dict() == full.precision.state_dict()  # growth tracker 2, not 1
