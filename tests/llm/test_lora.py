@@ -2,7 +2,6 @@
 reference is the adapter-disabled policy (no copy), checkpoints resume exactly, the final model is
 saved merged and loads as a plain Hugging Face model."""
 
-import copy
 import json
 import warnings
 
