@@ -103,3 +103,11 @@ def test_lora_with_checkpointing_and_bf16_autocast(tmp_path, train_config):
     lora_b = [p for n, p in ctx.model.named_parameters() if "lora_B" in n]
     assert lora_b and any(bool(p.abs().sum() > 0) for p in lora_b)
     assert all(p.dtype == torch.float32 for p in ctx.model.parameters())
+
+
+def test_lora_needs_a_hugging_face_model():
+    from llm.lora import apply_lora
+    from llm.models import BanditLM
+    with pytest.raises(ValueError, match=r"^model\.lora_rank = 4 is invalid; allowed: 0 for BanditLM"):
+        apply_lora(BanditLM(2, 3), C.ModelConfig(name="bandit", lora_rank=4))
+    assert apply_lora(BanditLM(2, 3), C.ModelConfig(name="bandit")) is None

@@ -164,3 +164,14 @@ def test_float16_resume_restores_the_scaler_exactly(tmp_path, train_config):
     for p, q in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.equal(p, q)
     assert resumed.precision.state_dict() == full.precision.state_dict()  # growth tracker 2, not 1
+
+
+def test_autocast_needs_float32_masters_of_a_model_passed_in(tmp_path, train_config):
+    from llm.models import CharTokenizer, tiny_llama
+    from llm.train import train
+    tok = CharTokenizer()
+    model = tiny_llama(tok.vocab_size, "tiny", hidden_size=32, num_layers=1, dtype=torch.bfloat16)
+    cfg = small(tmp_path, train_config, autocast="bfloat16")
+    with pytest.raises(ValueError, match=r"^model\.autocast = 'bfloat16' is invalid; allowed: none for a model "
+                                         r"with bfloat16 parameters"):
+        train(cfg, model=model, tok=tok)
