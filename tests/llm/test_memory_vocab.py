@@ -20,6 +20,7 @@ def test_memory_width_is_the_policy_logits_width():
     assert logits_width(model, tok) == tok.vocab_size + 13
     memory = build_memory(model, tok)
     assert memory.get_output_embeddings().weight.shape[0] == tok.vocab_size + 13
+    assert tok.decode([tok.encode("7")[0], tok.vocab_size + 5]) == "7<unk>"  # a padded row's id
 
 
 def test_memory_recipe_trains_with_a_tokenizer_shorter_than_the_logits(tmp_path, train_config):
