@@ -29,6 +29,7 @@ except ImportError:  # Python 3.10
 
 OPTIMIZERS = ("adamw", "sgd")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+AUTOCAST = ("none", "bfloat16", "float16")
 TEMPERATURE_RANGE = (1e-2, 1e2)  # logits / T must stay finite in float16 / bfloat16
 
 
@@ -70,6 +71,25 @@ class ModelConfig:
     """Override the preset's number of layers (0 keeps the preset)."""
     memory_preset: str = "tiny"
     """Preset of the memory LM used by sampler-side recipes (docs/methods.md §2, paper A)."""
+    autocast: str = "none"
+    """Mixed precision of llm.train: none, bfloat16 or float16. Parameters and optimiser state stay in
+    model.dtype (float32 master weights); rollout and loss forwards run under torch.autocast in this
+    dtype; float16 adds a gradient scaler (llm/precision.py)."""
+    tf32: bool = True
+    """On CUDA, let float32 matmuls and convolutions use TF32 tensor cores."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass (Hugging Face models,
+    use_reentrant=False): less memory for one more forward."""
+    lora_rank: int = 0
+    """LoRA rank through peft (0: full fine-tuning). Only adapters train; the reverse-KL reference is
+    the adapter-disabled model; the final model is saved merged (llm/lora.py)."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the update is (lora_alpha / lora_rank) B A."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA branch's input, in [0, 1)."""
+    lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    """Comma-separated module names that get adapters, or all-linear; the default names the attention
+    and MLP projections of Llama and Qwen."""
 
     def validate(self, p: str = "model") -> None:
         from .models import PRESETS
@@ -78,6 +98,15 @@ class ModelConfig:
         _check(self.hidden_size >= 0, f"{p}.hidden_size", self.hidden_size, ">= 0")
         _check(self.num_layers >= 0, f"{p}.num_layers", self.num_layers, ">= 0")
         _check(self.memory_preset in PRESETS, f"{p}.memory_preset", self.memory_preset, ", ".join(PRESETS))
+        _check(self.autocast in AUTOCAST, f"{p}.autocast", self.autocast, ", ".join(AUTOCAST))
+        _check(self.autocast == "none" or self.dtype == "float32", f"{p}.autocast", self.autocast,
+               "none unless model.dtype = 'float32' (autocast keeps float32 master weights)")
+        _check(self.lora_rank >= 0, f"{p}.lora_rank", self.lora_rank, ">= 0 (0: no LoRA)")
+        _check(self.lora_alpha > 0, f"{p}.lora_alpha", self.lora_alpha, "> 0")
+        _check(0.0 <= self.lora_dropout < 1.0, f"{p}.lora_dropout", self.lora_dropout, "[0, 1)")
+        names = self.lora_targets.split(",")
+        _check(all(re.fullmatch(r"[\w.-]+", n) for n in names), f"{p}.lora_targets", self.lora_targets,
+               "comma-separated module names (e.g. q_proj,v_proj) or all-linear")
 
 
 @dataclass
