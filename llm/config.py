@@ -185,8 +185,16 @@ class RecipeConfig:
 class OptimConfig:
     optimizer: str = "adamw"
     """adamw or sgd."""
-    lr: float = 1e-4
-    """Learning rate."""
+    lr: float = 1e-6
+    """Peak learning rate (after warmup). 1e-6 suits pretrained LLMs; the toy tiny/small presets and
+    the README's CPU examples set 1e-3."""
+    warmup_steps: int = 0
+    """Training steps of linear warmup from 0 (step s < W runs at lr * (s + 1) / (W + 1))."""
+    schedule: str = "constant"
+    """Rate after warmup, per training step (llm/schedule.py): constant, cosine or linear decay to
+    min_lr_ratio * lr at run.steps."""
+    min_lr_ratio: float = 0.0
+    """Final rate of the cosine / linear decay as a share of lr, in [0, 1]."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     grad_clip: float = 1.0
@@ -202,6 +210,10 @@ class OptimConfig:
     def validate(self, p: str = "optim") -> None:
         _check(self.optimizer in OPTIMIZERS, f"{p}.optimizer", self.optimizer, ", ".join(OPTIMIZERS))
         _check(self.lr > 0, f"{p}.lr", self.lr, "> 0")
+        _check(self.warmup_steps >= 0, f"{p}.warmup_steps", self.warmup_steps, ">= 0")
+        from .schedule import SCHEDULES
+        _check(self.schedule in SCHEDULES, f"{p}.schedule", self.schedule, ", ".join(SCHEDULES))
+        _check(0.0 <= self.min_lr_ratio <= 1.0, f"{p}.min_lr_ratio", self.min_lr_ratio, "[0, 1]")
         _check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, ">= 0")
         _check(self.grad_clip >= 0, f"{p}.grad_clip", self.grad_clip, ">= 0")
         _check(self.ppo_epochs >= 1, f"{p}.ppo_epochs", self.ppo_epochs, ">= 1")
@@ -231,12 +243,41 @@ class RunConfig:
     """CPU threads for torch (0: torch's default; 1 avoids oversubscription on shared machines)."""
     allow_config_change: bool = False
     """Let run.resume continue a checkpoint whose config differs in fields that change the run (warned)."""
+    eval_every: int = 0
+    """Evaluate on the held-out prompts every this many steps and at the last step (0: never); logged
+    as eval/pass@k, eval/distinct_correct, eval/correct_entropy (llm.evaluate's code and seeds)."""
+    eval_samples: int = 8
+    """Samples per held-out prompt of the periodic evaluation (n of the unbiased pass@k)."""
+    eval_k: list = field(default_factory=list)
+    """k values of the periodic eval/pass@k, each in 1..eval_samples ([]: 1, 2, 4, ..., eval_samples)."""
+    eval_prompts: int = 0
+    """Evaluate at most this many held-out prompts (0: all)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs the wandb package; WANDB_MODE=offline is honoured)."""
+    wandb_project: str = "collapse-lab"
+    """wandb project."""
+    wandb_name: str = ""
+    """wandb run name ('': wandb's default)."""
+    progress_every: int = 10
+    """When stderr is not a terminal (SLURM, CI): print one progress line every this many steps..."""
+    progress_interval_s: float = 60.0
+    """...or when this many seconds have passed since the last line (first and last steps always)."""
 
     def validate(self, p: str = "run") -> None:
         _check(self.steps >= 0, f"{p}.steps", self.steps, ">= 0")
         _check(self.save_every >= 0, f"{p}.save_every", self.save_every, ">= 0")
         _check(self.device in ("auto", "cpu", "cuda"), f"{p}.device", self.device, "auto, cpu, cuda")
         _check(self.threads >= 0, f"{p}.threads", self.threads, ">= 0")
+        _check(self.eval_every >= 0, f"{p}.eval_every", self.eval_every, ">= 0")
+        _check(self.eval_samples >= 1, f"{p}.eval_samples", self.eval_samples, ">= 1")
+        _check(all(type(k) is int and 1 <= k <= self.eval_samples for k in self.eval_k), f"{p}.eval_k",
+               self.eval_k, f"a list of integers in 1..run.eval_samples = {self.eval_samples}")
+        _check(self.eval_prompts >= 0, f"{p}.eval_prompts", self.eval_prompts, ">= 0")
+        import importlib.util
+        _check(not self.wandb or importlib.util.find_spec("wandb") is not None, f"{p}.wandb", self.wandb,
+               "false, or true with the wandb package installed (pip install wandb)")
+        _check(self.progress_every >= 1, f"{p}.progress_every", self.progress_every, ">= 1")
+        _check(self.progress_interval_s > 0, f"{p}.progress_interval_s", self.progress_interval_s, "> 0")
 
 
 # ---------------------------------------------------------------- parsing ---------------------------

@@ -72,12 +72,15 @@ from .checkpoint import (
     seed_everything,
 )
 from .dist import Dist, all_reduce, all_reduce_many, barrier, cleanup, init_distributed, wrap_model
+from .evaluate import periodic_eval
 from .experience import Experience, RefStore, collect, presample, sample_seed
 from .guards import check_outputs, check_parameters, finite_update
-from .logger import MetricsLogger
+from .logger import MetricsLogger, step_stats
 from .memory import MemorySampler, build_memory
 from .models import BanditLM, load_model, save_model
+from .progress import Progress
 from .rollout import make_engine, sequence_logp
+from .schedule import lr_at, set_lr
 from .tasks import make_task
 from .tasks.base import STATUSES
 
@@ -425,33 +428,39 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
         resume(ctx, ckpt)
     if main:  # the run is known to start
         C.save(cfg, cfg.run.out_dir)  # atomic
-    log = MetricsLogger(cfg.run.out_dir, main, cfg.run.tensorboard, resume=cfg.run.resume)
+    wandb = (dict(project=cfg.run.wandb_project, name=cfg.run.wandb_name, config=C.to_dict(cfg))
+             if cfg.run.wandb else None)  # optional, beside metrics.jsonl and TensorBoard
+    log = MetricsLogger(cfg.run.out_dir, main, cfg.run.tensorboard, resume=cfg.run.resume, wandb=wandb)
     log.truncate_after(ctx.step)
-    start, bar = ctx.step, None
-    if main and cfg.run.progress:
-        from tqdm import tqdm
-        bar = tqdm(total=cfg.run.steps, initial=ctx.step, desc=f"rl {ctx.recipe.name}")
+    start = ctx.step
+    bar = Progress(cfg.run.steps, ctx.step, f"rl {ctx.recipe.name}", main and cfg.run.progress,
+                   cfg.run.progress_every, cfg.run.progress_interval_s)  # tqdm on a TTY, else plain lines
     while ctx.step < cfg.run.steps:
         t0 = time.perf_counter()
+        lr = lr_at(ctx.step, cfg.optim, cfg.run.steps)         # a pure function of the step: resumes exactly
+        set_lr(ctx.optimizer, lr)
         exp = rollout_step(ctx, ctx.step)                       # rollouts -> rewards, outcome ids
+        t_rollout = time.perf_counter() - t0
         check_outputs(ctx, exp, start)
         if ctx.ref_model is not None:
             add_reference_logp(ctx, exp)
         metrics = rollout_metrics(exp, ctx.dist)
         if ctx.refstore is not None:
             metrics["pef_prompts"] = float(len(ctx.refstore.samples))  # size of DPH's D_pef
+        t1 = time.perf_counter()
         metrics.update(ppo_update(ctx, exp))                    # recipe loss, PPO epochs
+        t_update = time.perf_counter() - t1
         gather_history(ctx, exp)                                # counts *after* the loss used them
         if ctx.memory is not None:
             metrics["memory_loss"] = ctx.memory.update(exp.prompt_tokens, exp.tokens.to(ctx.dist.device),
                                                        exp.mask.to(ctx.dist.device))
         ctx.step += 1
         metrics["time_s"] = time.perf_counter() - t0
+        metrics.update(lr=lr, **step_stats(exp, ctx.tok, ctx.dist, t_rollout, t_update, cfg.optim.ppo_epochs))
+        if cfg.run.eval_every and (ctx.step % cfg.run.eval_every == 0 or ctx.step == cfg.run.steps):
+            metrics.update(periodic_eval(ctx))                  # eval/pass@k etc. on held-out prompts
         log.log(ctx.step, metrics)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward", "pass@1", "distinct_correct", "loss")
-                             if k in metrics})
+        bar.update(ctx.step, metrics)
         every = cfg.run.save_every
         if main and ((every and ctx.step % every == 0) or ctx.step == cfg.run.steps):
             save_checkpoint(cfg.run.out_dir, ctx.step, ctx.model, ctx.optimizer, trainer_state(ctx),
@@ -459,8 +468,7 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
     if main:
         save_final_model(ctx)
     barrier(ctx.dist)
-    if bar is not None:
-        bar.close()
+    bar.close()
     log.close()
     return ctx
 
