@@ -2,7 +2,7 @@
 
 On a terminal (the stream is a TTY) a tqdm bar is redrawn in place. Anywhere else (a SLURM or CI log,
 where every redraw would become a line) one plain line is printed at the first and last steps, every
-`every` steps and whenever `interval_s` seconds have passed since the previous line.
+step that is a multiple of `every`, and whenever `interval_s` seconds have passed since the previous line.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ class Progress:
             from tqdm import tqdm
             self.bar = tqdm(total=total, initial=initial, desc=desc, file=self.stream)
         self.t0 = self.t_last = clock()
-        self.last = initial
 
     def update(self, step: int, metrics: dict) -> None:
         """Record that training step `step` (1-based count of steps done) finished with `metrics`."""
@@ -51,12 +50,12 @@ class Progress:
             self.bar.set_postfix({k: f"{metrics[k]:.3g}" for k in self.keys if k in metrics})
             return
         now = self.clock()
-        due = (step == self.initial + 1 or step >= self.total or step - self.last >= self.every
+        due = (step == self.initial + 1 or step >= self.total or step % self.every == 0
                or now - self.t_last >= self.interval_s)
         if due:
             rate = (now - self.t0) / max(step - self.initial, 1)
             print(summary_line(self.desc, step, self.total, rate, metrics, self.keys), file=self.stream, flush=True)
-            self.t_last, self.last = now, step
+            self.t_last = now
 
     def close(self) -> None:
         """Close the bar (plain mode has nothing to close)."""
