@@ -419,6 +419,9 @@ def save_final_model(ctx: Context) -> None:
 def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
     """Run cfg.run.steps training steps (continuing from the latest checkpoint with run.resume).
 
+    Each step: set the step's learning rate (llm/schedule.py, a pure function of the step), roll out,
+    update, log the metrics with the lr, truncation rate and tokens/s (llm.logger.step_stats) and, every
+    run.eval_every steps, the held-out evaluation (llm.evaluate.periodic_eval); checkpoint.
     A `model` passed in is trained in place (copy it first to keep the original); returns the Context.
     """
     ckpt = resume_point(cfg) if cfg.run.resume else None  # config checked before any work
