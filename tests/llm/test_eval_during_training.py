@@ -83,3 +83,30 @@ def test_eval_on_a_tiny_llm_with_resume(sft_model, train_config, tmp_path):
                        for r in rows]
     assert ev(full) == ev(cut) and all("eval/pass@4" in r for r in ev(full))
     assert 0 < full[-1]["eval/pass@4"] <= 1  # the SFT model solves some held-out prompts
+
+
+@pytest.mark.slow  # two processes under torchrun, about 20 s
+def test_two_processes_evaluate_like_one(bandit_config, tmp_path):
+    """Under DDP each process scores every other prompt (the same number of batches each) and the rows
+    are gathered: the eval/ metrics equal a single process's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from llm import config as C
+    kw = dict(rollout={"prompts_per_step": 2}, run={"eval_every": 2, "eval_samples": 8, "eval_prompts": 7})
+    train(bandit_config(tmp_path / "single", steps=2, **kw))
+    cfg_file = C.save(bandit_config(tmp_path / "ddp", steps=2, **kw), tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(port), "-m", "llm.train", "--config", str(cfg_file)]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = read_metrics(tmp_path / "single")[-1], read_metrics(tmp_path / "ddp")[-1]
+    ev = sorted(k for k in a if k.startswith("eval/") and k != "eval/time_s")
+    assert "eval/pass@8" in ev and ev == sorted(k for k in b if k.startswith("eval/") and k != "eval/time_s")
+    assert [a[k] for k in ev] == pytest.approx([b[k] for k in ev], abs=1e-12)
