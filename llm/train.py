@@ -46,14 +46,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import os
-import shutil
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -62,27 +59,20 @@ from collapse_lab.metrics import distinct_correct
 from collapse_lab.objective import Batch, Prepared, PromptHistory, RefSamples, dynamic_sampling_keep, successes
 
 from . import config as C
-from .checkpoint import (
-    checkpoint_config,
-    config_changes,
-    latest_checkpoint,
-    load_checkpoint,
-    replace_dir,
-    save_checkpoint,
-    seed_everything,
-)
+from .checkpoint import save_checkpoint, seed_everything
 from .dist import Dist, all_reduce, all_reduce_many, barrier, cleanup, init_distributed, wrap_model
 from .evaluate import periodic_eval
 from .experience import Experience, RefStore, collect, presample, sample_seed
 from .guards import check_outputs, check_parameters, finite_update
 from .logger import MetricsLogger, step_stats
 from .memory import MemorySampler, build_memory
-from .models import BanditLM, load_model, save_model
+from .models import BanditLM, load_model
 from .progress import Progress
 from .rollout import make_engine, sequence_logp
 from .schedule import lr_at, set_lr
 from .tasks import make_task
 from .tasks.base import STATUSES
+from .trainer_state import resume, resume_point, save_final_model, trainer_state
 
 
 @dataclass
@@ -359,61 +349,6 @@ def gather_history(ctx: Context, exp: Experience) -> None:
         torch.distributed.all_gather_object(rows, (exp.prompt_id.tolist(), successes(exp.rewards).tolist()))
     for ids, succ in rows:
         ctx.history.update(ids, succ)
-
-
-def trainer_state(ctx: Context) -> dict:
-    return {"history": ctx.history.state_dict(),
-            "refstore": ctx.refstore.state_dict() if ctx.refstore is not None else None,
-            "memory": ctx.memory.state_dict() if ctx.memory is not None else None}
-
-
-def resume_point(cfg: TrainConfig) -> Path:
-    """The checkpoint run.resume continues from, after checking its config against `cfg`: a change in a
-    field outside RESUME_FREE is a ValueError listing the fields, a warning with run.allow_config_change."""
-    path = latest_checkpoint(cfg.run.out_dir)
-    if path is None:
-        raise ValueError(f"run.resume = True is invalid; allowed: an out_dir holding a checkpoint "
-                         f"({cfg.run.out_dir}/checkpoints has none)")
-    saved = checkpoint_config(path)
-    current = json.loads(json.dumps(C.to_dict(cfg)))
-    changes = config_changes(saved, current) if saved is not None else {
-        "config.json": ("<missing: checkpoint written before configs were stored>", "<required>")}
-    if changes:
-        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
-        if not cfg.run.allow_config_change:
-            raise ValueError(f"run.resume = True is invalid with this config; allowed: the config of checkpoint "
-                             f"{path} or run.allow_config_change = true. Changed (checkpoint -> now): {listed}")
-        warnings.warn(f"run.allow_config_change = true: resuming {path} with a changed config "
-                      f"(checkpoint -> now): {listed}", RuntimeWarning, stacklevel=2)
-    return path
-
-
-def resume(ctx: Context, path: Path) -> None:
-    """Load checkpoint `path`: weights, optimiser (unless the optimiser type changed), RNG, history,
-    DPH store and memory. The current config's optimiser hyperparameters (lr, weight decay) win."""
-    saved = checkpoint_config(path) or {}
-    same_opt = saved.get("optim", {}).get("optimizer") == ctx.cfg.optim.optimizer
-    if not same_opt:
-        warnings.warn(f"optim.optimizer changed to {ctx.cfg.optim.optimizer!r}: its state starts fresh",
-                      RuntimeWarning, stacklevel=2)
-    state = load_checkpoint(path, ctx.model, ctx.optimizer if same_opt else None)
-    for group in ctx.optimizer.param_groups:  # a no-op unless run.allow_config_change let them change
-        group.update({k: v for k, v in ctx.optimizer.defaults.items() if k in group})
-    ctx.step = int(state["step"])
-    ctx.history.load_state_dict(state["history"])
-    for name, part in (("refstore", ctx.refstore), ("memory", ctx.memory)):
-        if part is not None and state.get(name) is not None:
-            part.load_state_dict(state[name])
-        elif part is not None:
-            warnings.warn(f"checkpoint {path} has no {name} state: it starts fresh", RuntimeWarning, stacklevel=2)
-
-
-def save_final_model(ctx: Context) -> None:
-    """out_dir/model written into model.tmp, then moved into place (llm.checkpoint.replace_dir)."""
-    out = Path(ctx.cfg.run.out_dir)
-    shutil.rmtree(out / "model.tmp", ignore_errors=True)
-    save_model(ctx.model, ctx.tok, out / "model.tmp")
-    replace_dir(out / "model.tmp", out / "model")
 
 
 def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
