@@ -66,3 +66,15 @@ def test_training_log_in_a_pipe_gets_plain_lines(bandit_config, tmp_path, capsys
     err = capsys.readouterr().err
     steps = [ln.split(" ")[3] for ln in err.splitlines() if ln.startswith("rl grpo: step ")]
     assert steps == ["1/5", "2/5", "4/5", "5/5"] and "\r" not in err
+
+
+def test_sft_log_in_a_pipe_gets_plain_lines(tmp_path, capsys):
+    from llm import config as C
+    from llm.sft import SFTConfig, sft
+    cfg = C.from_dict(SFTConfig, {"model": {"name": "tiny", "hidden_size": 32}, "task": {"difficulty": 2},
+                                  "sft": {"batch_size": 4},
+                                  "run": {"out_dir": str(tmp_path), "steps": 4, "progress_every": 3, "threads": 1}})
+    sft(cfg)
+    err = capsys.readouterr().err
+    assert [ln.split(" ")[2] for ln in err.splitlines() if ln.startswith("sft: step ")] == ["1/4", "3/4", "4/4"]
+    assert "sft_loss" in err and "\r" not in err
