@@ -66,24 +66,28 @@ class EvalConfig:
 
 
 def score_prompts(engine, task, tok, prompts, n: int, rcfg, seed: int = 0, timeout_s: float = 2.0,
-                  per_batch: int = 8, n_batches: int = 0) -> tuple[list[tuple], Counter]:
+                  per_batch: int = 8, n_batches: int = 0, filler=None) -> tuple[list[tuple], Counter]:
     """Sample n responses per prompt (seed sample_seed(seed, -2, prompt id): the same samples however
     prompts are batched or split over processes) and score them.
 
     Returns ([(prompt id, correct count, distinct correct, entropy of the correct answers)] in prompt
-    order, Counter of statuses). n_batches > 0 splits `prompts` into exactly that many batches (some
-    may be empty), so every process of a sharded evaluation runs the same number of `generate` calls.
+    order, Counter of statuses). n_batches > 0 splits `prompts` into exactly that many batches, so
+    every process of a sharded evaluation runs the same number of `generate` calls (FSDP needs every
+    process in each): an empty batch samples the prompt `filler` and drops its rows (skipped if None).
     """
     rc = replace(rcfg, group_size=n)
     k = n_batches or max(math.ceil(len(prompts) / per_batch), 1)
     bounds = np.linspace(0, len(prompts), k + 1).round().astype(int)  # k near-equal contiguous batches
     rows, statuses = [], Counter()
     for a, b in zip(bounds[:-1], bounds[1:]):
-        chunk = prompts[a:b]
-        if not chunk:
+        chunk, keep = prompts[a:b], a < b
+        if not keep and filler is None:
             continue
+        chunk = chunk if keep else [filler]
         seeds = [sample_seed(seed, -2, p.id) for p in chunk]
         exp = collect(engine, task, tok, range(len(chunk)), chunk, seeds, rc, timeout_s)
+        if not keep:  # a filler batch: sampled for the collective's sake, not counted
+            continue
         statuses.update(exp.status)
         for j, p in enumerate(chunk):
             o = exp.outcome[j * n:(j + 1) * n].numpy()
@@ -123,7 +127,8 @@ def evaluate_sharded(engine, task, tok, prompts, n: int, rcfg, seed: int, timeou
     batches everywhere; the rows are gathered, so every process returns the single-process result."""
     mine = prompts[dist.rank::dist.world]
     n_batches = max(math.ceil(math.ceil(len(prompts) / dist.world) / per_batch), 1)
-    rows, statuses = score_prompts(engine, task, tok, mine, n, rcfg, seed, timeout_s, per_batch, n_batches)
+    rows, statuses = score_prompts(engine, task, tok, mine, n, rcfg, seed, timeout_s, per_batch, n_batches,
+                                   filler=prompts[0] if prompts else None)
     if dist.world > 1:
         parts = [None] * dist.world
         torch.distributed.all_gather_object(parts, (rows, statuses))

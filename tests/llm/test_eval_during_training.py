@@ -47,6 +47,17 @@ def test_eval_does_not_change_training(bandit_config, tmp_path):
     assert a.model.training == b.model.training  # eval mode was restored
 
 
+class Counting:
+    """A rollout engine wrapper that counts generate calls (prompts per call)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def generate(self, prompts, *args, **kwargs):
+        self.calls.append(len(prompts))
+        return self.inner.generate(prompts, *args, **kwargs)
+
+
 def test_sharded_scoring_equals_one_process(bandit_config, tmp_path):
     """The rows do not depend on how prompts are batched or split over processes (seed per prompt):
     the shards of evaluate_sharded, merged in prompt order, give the single-process summary."""
@@ -60,6 +71,10 @@ def test_sharded_scoring_equals_one_process(bandit_config, tmp_path):
     order = {p.id: i for i, p in enumerate(prompts)}
     merged = sorted(shards[0][0] + shards[1][0], key=lambda r: order[r[0]])
     assert merged == whole
+    # more batches than prompts: empty batches sample a filler prompt (FSDP) whose rows are dropped
+    counting = Counting(engine)
+    few, _ = score_prompts(counting, *args, prompts[:2], 4, rc, 0, 2.0, 3, n_batches=4, filler=prompts[5])
+    assert few == whole[:2] and counting.calls == [1, 1, 1, 1]  # 2 prompts + 2 fillers, one batch each
     assert summarize(merged, shards[0][1] + shards[1][1], 4) == summarize(whole, st, 4)
 
 
