@@ -144,13 +144,15 @@ def periodic_eval(ctx) -> dict:
     run.seed, rollout.prompts_per_step prompts per batch; in eval mode, restored after. Returns the eval/
     metrics and eval/time_s; the training RNG is not touched (per-request sampling generators)."""
     rc, t0, was_training = ctx.cfg.run, time.perf_counter(), ctx.model.training
+    rc_batch = ctx.cfg.rollout.prompts_per_step
     prompts = ctx.task.prompts("test")
     prompts = prompts[:rc.eval_prompts] if rc.eval_prompts else prompts
     ctx.model.eval()
     try:
-        result = evaluate_sharded(ctx.engine, ctx.task, ctx.tok, prompts, rc.eval_samples, ctx.cfg.rollout,
-                                  rc.seed, ctx.cfg.task.timeout_s, ctx.cfg.rollout.prompts_per_step,
-                                  rc.eval_k or None, ctx.dist)
+        with ctx.precision.autocast():  # the same compute precision as the training rollouts
+            result = evaluate_sharded(ctx.engine, ctx.task, ctx.tok, prompts, rc.eval_samples,
+                                      ctx.cfg.rollout, rc.seed, ctx.cfg.task.timeout_s, rc_batch,
+                                      rc.eval_k or None, ctx.dist)
     finally:
         ctx.model.train(was_training)
     return {**eval_metrics(result), "eval/time_s": time.perf_counter() - t0}

@@ -63,6 +63,7 @@ from collapse_lab.metrics import distinct_correct
 from collapse_lab.objective import Batch, Prepared, PromptHistory, RefSamples, dynamic_sampling_keep, successes
 
 from . import config as C
+from .chat import check_tokenizer
 from .checkpoint import save_checkpoint, seed_everything
 from .dist import Dist, all_reduce, all_reduce_many, barrier, cleanup, init_distributed, wrap_model
 from .evaluate import periodic_eval
@@ -138,6 +139,7 @@ def setup(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
         raise ValueError(f"rollout.max_new_tokens = {cfg.rollout.max_new_tokens} is invalid for "
                          "BanditLM; allowed: 1")
     mc, dtype = cfg.model, next(model.parameters()).dtype
+    check_tokenizer(tok, cfg.task.chat_template)  # before any rollout: the template must exist
     check_master_dtype(dtype, mc.autocast)
     if (msg := low_precision_warning(dtype, mc.autocast, cfg.optim.optimizer)) and dist.is_main:
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
