@@ -136,9 +136,9 @@ def setup(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
         raise ValueError(f"rollout.max_new_tokens = {cfg.rollout.max_new_tokens} is invalid for "
                          "BanditLM; allowed: 1")
     recipe = cfg.recipe.build()
+    engine = make_engine(cfg.rollout.engine, model, tok, cfg.rollout, recipe.sampler is not None)
     ctx = Context(cfg, dist, task, model, wrap_model(model, dist), tok, recipe,
-                  make_optimizer(model, cfg.optim), make_engine(cfg.rollout.engine, model, tok),
-                  PromptHistory())
+                  make_optimizer(model, cfg.optim), engine, PromptHistory())
     if recipe.needs_ref:  # reverse KL with beta > 0: frozen copy of the initial policy
         ctx.ref_model = copy.deepcopy(model).requires_grad_(False).eval()
     if recipe.sampler is not None:  # paper A: memory LM as a logits processor
@@ -173,6 +173,8 @@ def rollout_step(ctx: Context, step: int) -> Experience:
     slots = local_slots(rc.prompts_per_step, cfg.optim.num_minibatches, ctx.dist)
     rounds = 1 + (cfg.recipe.max_resample if ctx.recipe.dynamic_sampling else 0)
     pef = ctx.refstore.pef_ids if ctx.refstore is not None else frozenset()
+    if hasattr(ctx.engine, "sync_weights"):  # an engine with its own copy of the weights (vllm)
+        ctx.engine.sync_weights(ctx.model)
     kept: list[Experience] = []
     for rnd in range(rounds):
         prompts = choose_prompts(ctx.task.prompts("train"), rc.prompts_per_step, cfg.run.seed, step, rnd)
