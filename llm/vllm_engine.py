@@ -76,9 +76,12 @@ class VLLMEngine:
 
     def __init__(self, model, tok, rcfg=None, **llm_kwargs):
         """llm_kwargs: further vllm.LLM arguments (e.g. enforce_eager=True), over the defaults here."""
+        policy = _forward_of(model)
+        if not hasattr(policy, "config"):  # BanditLM: no Hugging Face config for vLLM to build from
+            raise ValueError(f"rollout.engine = 'vllm' is invalid for {type(policy).__name__} (not a Hugging "
+                             "Face causal LM); allowed: hf")
         vllm = import_vllm()
         self.vllm, self.tok, self.stop = vllm, tok, stop_ids(tok, model)
-        policy = _forward_of(model)
         self._dir = tempfile.TemporaryDirectory(prefix="collapse-lab-vllm-")
         config = copy.deepcopy(policy.config)  # config.json only: the weights come from sync_weights
         config.architectures = [type(policy).__name__]  # e.g. LlamaForCausalLM (None on a fresh model)

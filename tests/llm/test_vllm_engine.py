@@ -164,6 +164,12 @@ def test_row_seeds_depend_on_prompt_seed_and_index_only():
     assert all(0 <= s < 2**63 for s in row_seeds([2**70, -1], 2))
 
 
+def test_refuses_a_model_without_hf_config(fake_vllm):
+    from llm.models import BanditLM, BanditTokenizer
+    with pytest.raises(ValueError, match="rollout.engine = 'vllm' is invalid for BanditLM"):
+        make_engine("vllm", BanditLM(2, 3), BanditTokenizer(3), C.RolloutConfig(engine="vllm"))
+
+
 def test_generate_refuses_a_logits_processor(fake_vllm):
     model, tok = _policy()
     eng = make_engine("vllm", model, tok, C.RolloutConfig(engine="vllm"))
