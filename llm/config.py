@@ -173,8 +173,9 @@ class TaskConfig:
 @dataclass
 class RolloutConfig:
     engine: str = "hf"
-    """Rollout engine, one of the registry llm.rollout.ENGINES: hf (batched sampling with KV cache);
-    more with llm.rollout.register_engine (e.g. vllm)."""
+    """Rollout engine, one of the registry llm.rollout.ENGINES: hf (batched sampling with KV cache),
+    vllm (colocated vLLM, needs the vllm extra; not with the memory sampler); more with
+    llm.rollout.register_engine."""
     group_size: int = 8
     """Samples per prompt G."""
     prompts_per_step: int = 8
@@ -185,6 +186,11 @@ class RolloutConfig:
     """Sampling temperature; training log-probs use the same temperature."""
     top_p: float = 1.0
     """Nucleus sampling threshold in (0, 1]."""
+    max_rows_per_call: int = 512
+    """Most rows (prompts x samples) per engine call: larger batches (DPH pre-sampling, many prompts
+    per step) are split into calls of whole groups, with the same samples as one call."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """vllm engine: share of the GPU memory vLLM may take (weights + KV cache), beside the trainer."""
 
     @staticmethod
     def choices(name: str) -> dict[str, str]:
@@ -202,6 +208,10 @@ class RolloutConfig:
         lo, hi = TEMPERATURE_RANGE
         _check(lo <= self.temperature <= hi, f"{p}.temperature", self.temperature, f"[{lo:g}, {hi:g}]")
         _check(0 < self.top_p <= 1, f"{p}.top_p", self.top_p, "(0, 1]")
+        _check(self.max_rows_per_call >= self.group_size, f"{p}.max_rows_per_call", self.max_rows_per_call,
+               f">= {p}.group_size ({self.group_size})")
+        _check(0 < self.vllm_gpu_memory_utilization <= 1, f"{p}.vllm_gpu_memory_utilization",
+               self.vllm_gpu_memory_utilization, "(0, 1]")
 
 
 @dataclass

@@ -116,7 +116,7 @@ def evaluate(model, tok, task, prompts, n: int, rcfg, seed: int = 0, timeout_s: 
              per_batch: int = 8, ks=None, engine=None) -> dict:
     """Sample n responses per prompt and summarise: mean unbiased pass@k curve, diversity.
     `engine`: a rollout engine to reuse (default: a new rcfg.engine on `model`)."""
-    engine = engine or make_engine(rcfg.engine, model, tok)
+    engine = engine or make_engine(rcfg.engine, model, tok, rcfg)
     return summarize(*score_prompts(engine, task, tok, prompts, n, rcfg, seed, timeout_s, per_batch), n, ks)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from collapse_lab.objective import successes
 
-from .rollout import encode_prompt, sequence_logp
+from .rollout import encode_prompt, generate_chunks, sequence_logp
 from .tasks import score
 
 
@@ -75,10 +75,11 @@ def pad_to(x: torch.Tensor, T: int, value=0) -> torch.Tensor:
 
 def collect(engine, task, tok, slots, prompts, seeds, rcfg, timeout_s: float, processor=None,
             pef_ids=frozenset()) -> Experience:
-    """Sample rcfg.group_size responses for each prompt and score them (rows prompt-major)."""
+    """Sample rcfg.group_size responses for each prompt and score them (rows prompt-major); at most
+    rcfg.max_rows_per_call rows per engine call."""
     G, T = rcfg.group_size, rcfg.max_new_tokens
-    ro = engine.generate([encode_prompt(tok, p.text) for p in prompts], G, seeds, T,
-                         rcfg.temperature, rcfg.top_p, processor)
+    ro = generate_chunks(engine, [encode_prompt(tok, p.text) for p in prompts], G, seeds, T,
+                         rcfg.temperature, rcfg.top_p, processor, rcfg.max_rows_per_call)
     texts = [tok.decode(t[m > 0].tolist()) for t, m in zip(ro.tokens, ro.mask)]
     rows = [p for p in prompts for _ in range(G)]
     scores = [score(task, p, s, timeout_s) for p, s in zip(rows, texts)]
@@ -131,17 +132,27 @@ class RefStore:
 @torch.no_grad()
 def presample(engine, model, task, tok, prompts, spec, rcfg, seed: int, timeout_s: float) -> RefStore:
     """Sample each prompt spec.n_pre times from the initial policy; prompts solved every time form
-    D_pef and keep spec.n_ref correct samples with ref_logp = log pi_ref at the training temperature."""
+    D_pef and keep spec.n_ref correct samples with ref_logp = log pi_ref at the training temperature.
+
+    The prompts go through `collect` in chunks of rcfg.max_rows_per_call // n_pre prompts (a real data
+    set has tens of thousands), only D_pef's samples are kept; seeds are per prompt id, so the store
+    equals one call's."""
     store = RefStore()
     pre = replace(rcfg, group_size=spec.n_pre)
-    seeds = [sample_seed(seed, -1, p.id) for p in prompts]
-    exp = collect(engine, task, tok, range(len(prompts)), prompts, seeds, pre, timeout_s)
-    for j, p in enumerate(prompts):
-        rows = torch.arange(j * spec.n_pre, (j + 1) * spec.n_pre)
-        if bool(successes(exp.rewards[rows]).all()):
-            keep = exp.select(rows[: spec.n_ref])
-            ref_logp, _ = sequence_logp(model, keep.prompt_tokens, keep.tokens, keep.mask, tok.pad_id,
-                                        rcfg.temperature)
-            store.samples[p.id] = {"prompt_tokens": keep.prompt_tokens, "tokens": keep.tokens,
-                                   "mask": keep.mask, "ref_logp": ref_logp.cpu()}
+    if spec.n_pre > rcfg.max_rows_per_call:
+        raise ValueError(f"rollout.max_rows_per_call = {rcfg.max_rows_per_call} is invalid for DPH "
+                         f"pre-sampling with n_pre = {spec.n_pre}; allowed: >= {spec.n_pre}")
+    per = rcfg.max_rows_per_call // spec.n_pre  # prompts per chunk
+    for start in range(0, len(prompts), per):
+        chunk = prompts[start:start + per]
+        seeds = [sample_seed(seed, -1, p.id) for p in chunk]
+        exp = collect(engine, task, tok, range(len(chunk)), chunk, seeds, pre, timeout_s)
+        for j, p in enumerate(chunk):
+            rows = torch.arange(j * spec.n_pre, (j + 1) * spec.n_pre)
+            if bool(successes(exp.rewards[rows]).all()):
+                keep = exp.select(rows[: spec.n_ref])
+                ref_logp, _ = sequence_logp(model, keep.prompt_tokens, keep.tokens, keep.mask, tok.pad_id,
+                                            rcfg.temperature)
+                store.samples[p.id] = {"prompt_tokens": keep.prompt_tokens, "tokens": keep.tokens,
+                                       "mask": keep.mask, "ref_logp": ref_logp.cpu()}
     return store

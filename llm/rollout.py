@@ -2,8 +2,9 @@
 
 An engine turns prompts into sampled responses with the log-probs of the sampled tokens under the
 *sampling* distribution (temperature, top-p and an optional logits processor applied) — the
-behaviour policy's `old_logp` of docs/methods.md §4. `ENGINES` maps a name to a factory; a vLLM engine plugs
-in with `register_engine("vllm", factory)` and the same `generate` signature.
+behaviour policy's `old_logp` of docs/methods.md §4. `ENGINES` maps a name to a factory: "hf" (below) and
+"vllm" (llm/vllm_engine.py, imported on first use); more plug in with `register_engine(name, factory)`
+and the same `generate` signature.
 
 Cost (HFEngine): each prompt is prefilled once and its KV cache repeated to its G rows; a response
 of T tokens costs 1 prefill + T - 1 one-token decode forwards (none after the last token); sampling
@@ -12,7 +13,13 @@ draws one uniform per row and token (inverse CDF), not a noise vector over the v
 Determinism: prompt j's G rows draw their uniforms, a (G, max_new_tokens) float64 block, from their
 own CPU generator seeded with `seeds[j]`, so a prompt's samples depend neither on which other
 prompts share the batch or the process (the DDP run equals the single-process run) nor on the
-device or thread count (up to logits that differ in the last bits at a CDF boundary).
+device or thread count (up to logits that differ in the last bits at a CDF boundary). For the same
+reason `generate_chunks`, which splits a large batch into calls of at most `max_rows` rows, returns the
+rows of one call.
+
+Stopping: a row ends at the first token of `stop_ids(tok, model)`: the tokenizer's EOS and every EOS
+id of the model's generation config (an int or a list: Qwen's chat models list <|im_end|> and
+<|endoftext|>). The stop token is part of the response (mask 1).
 """
 
 from __future__ import annotations
@@ -59,6 +66,16 @@ def encode_prompt(tok, text: str) -> list[int]:
         return encode_chat(tok, text)
     ids = tok.encode(text)
     return ([tok.bos_id] if tok.bos_id is not None else []) + ids
+
+
+def stop_ids(tok, model=None) -> tuple[int, ...]:
+    """Sorted token ids that end a response: `tok.eos_id` (when not None) and every id of
+    `model.generation_config.eos_token_id` (None, an int or a list); () means responses end only at
+    max_new_tokens (BanditLM)."""
+    gen = getattr(_forward_of(model), "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None)
+    ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    return tuple(sorted({int(i) for i in ids + ([] if tok.eos_id is None else [tok.eos_id])}))
 
 
 def pad_left(seqs: list[list[int]], pad_id: int, device=None):
@@ -169,8 +186,9 @@ def prefill(model, prompts: list[list[int]], group_size: int, pad_id: int, devic
 class HFEngine:
     """Batched sampling from any HF-style causal LM with a KV cache (manual decode loop)."""
 
-    def __init__(self, model, tok):
+    def __init__(self, model, tok, rcfg=None):
         self.model, self.tok = model, tok
+        self.stop = stop_ids(tok, model)  # rcfg: unused (the hf engine has no options)
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], group_size: int, seeds: list[int], max_new_tokens: int,
@@ -190,6 +208,7 @@ class HFEngine:
         pad = torch.full((B,), self.tok.pad_id, dtype=torch.long, device=device)
         tokens, logps, masks = [], [], []
         alive = torch.ones(B, dtype=torch.bool, device=device)
+        stop = torch.tensor(self.stop, dtype=torch.long, device=device)  # (S,)
         for t in range(max_new_tokens):
             z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
             if processor is not None:
@@ -199,9 +218,9 @@ class HFEngine:
             tokens.append(torch.where(alive, nxt, pad))
             logps.append(torch.where(alive, lp.gather(-1, nxt[:, None])[:, 0], torch.zeros_like(lp[:, 0])))
             masks.append(alive.to(lp.dtype))
-            if self.tok.eos_id is not None:
-                alive = alive & (nxt != self.tok.eos_id)
-            if t == max_new_tokens - 1 or (self.tok.eos_id is not None and not alive.any()):
+            if len(self.stop):
+                alive = alive & ~torch.isin(nxt, stop)
+            if t == max_new_tokens - 1 or not alive.any():
                 break  # no forward after the last token
             step, a, p = tokens[-1][:, None], attn[:, :L + t + 1], last + (t + 1)
             logits, cache = decode_step(model, step, a, p, cache)
@@ -210,19 +229,54 @@ class HFEngine:
         return Rollouts(rows, torch.stack(tokens, 1), torch.stack(masks, 1), torch.stack(logps, 1))
 
 
-ENGINES = {"hf": HFEngine}
+def generate_chunks(engine, prompts: list[list[int]], group_size: int, seeds: list[int], max_new_tokens: int,
+                    temperature: float = 1.0, top_p: float = 1.0, processor=None, max_rows: int = 0) -> Rollouts:
+    """engine.generate over consecutive prompt chunks of at most max_rows // group_size prompts
+    (max_rows rows per call; 0: one call), each chunk with its prompts' own seeds, the rows
+    concatenated prompt-major and padded to max_new_tokens. Seeds are per prompt, so the samples equal
+    one call's (see the module docstring)."""
+    if max_rows and group_size > max_rows:
+        raise ValueError(f"rollout.max_rows_per_call = {max_rows} is invalid for a group of {group_size} "
+                         f"samples per prompt; allowed: >= {group_size}")
+    per = max(max_rows // group_size, 1) if max_rows else max(len(prompts), 1)
+    parts = [engine.generate(prompts[i:i + per], group_size, seeds[i:i + per], max_new_tokens, temperature,
+                             top_p, processor) for i in range(0, len(prompts), per)]
+    if len(parts) == 1:
+        return parts[0]
+    pad = lambda x, v: F.pad(x, (0, max_new_tokens - x.shape[1]), value=v)  # noqa: E731  (B, t) -> (B, T)
+    return Rollouts(sum((r.prompt_tokens for r in parts), []),
+                    torch.cat([pad(r.tokens, engine.tok.pad_id) for r in parts]),
+                    torch.cat([pad(r.mask, 0) for r in parts]), torch.cat([pad(r.logp, 0) for r in parts]))
+
+
+def _vllm(model, tok, rcfg=None):
+    """The vLLM engine, imported on first use (llm/vllm_engine.py; needs the `vllm` extra)."""
+    from .vllm_engine import VLLMEngine
+    return VLLMEngine(model, tok, rcfg)
+
+
+_vllm.supports_processor = False  # vLLM samples without the trainer's logits processors
+ENGINES = {"hf": HFEngine, "vllm": _vllm}
 
 
 def register_engine(name: str, factory) -> None:
-    """Make `factory(model, tok)` available as rollout.engine = name."""
+    """Make `factory(model, tok)` (or `factory(model, tok, rcfg)`, given the RolloutConfig when it takes
+    a third argument) available as rollout.engine = name. A factory with `supports_processor = False`
+    refuses recipes that sample through a logits processor."""
     ENGINES[name] = factory
 
 
-def make_engine(name: str, model, tok):
+def make_engine(name: str, model, tok, rcfg=None, needs_processor: bool = False):
+    """The engine `name` of the registry for `model`; needs_processor: the recipe samples through a
+    logits processor (the memory sampler), which only engines without supports_processor = False run."""
     if name not in ENGINES:
-        hint = " (install vllm and register_engine('vllm', ...))" if name == "vllm" else ""
-        raise ValueError(f"rollout.engine = {name!r} is not available{hint}; allowed: {', '.join(ENGINES)}")
-    return ENGINES[name](model, tok)
+        raise ValueError(f"rollout.engine = {name!r} is invalid; allowed: {', '.join(ENGINES)}")
+    factory = ENGINES[name]
+    if needs_processor and not getattr(factory, "supports_processor", True):
+        raise ValueError(f"rollout.engine = {name!r} is invalid for a recipe with a custom logits processor "
+                         "(the memory sampler); allowed: hf (use --rollout.engine hf)")
+    takes_cfg = len(inspect.signature(factory).parameters) >= 3
+    return factory(model, tok, rcfg) if takes_cfg else factory(model, tok)
 
 
 def sequence_logp(model, prompt_tokens: list[list[int]], tokens, mask, pad_id: int,

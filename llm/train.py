@@ -143,12 +143,15 @@ def setup(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
     check_master_dtype(dtype, mc.autocast)
     if (msg := low_precision_warning(dtype, mc.autocast, cfg.optim.optimizer)) and dist.is_main:
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    C._check(not (mc.lora_rank and cfg.rollout.engine == "vllm"), "model.lora_rank", mc.lora_rank,
+             "0 with rollout.engine = vllm (vLLM syncs plain weights; LoRA trains on the hf engine)")
     lora = apply_lora(model, mc)  # adapters injected into `model` in place; base weights frozen
     if mc.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     recipe = cfg.recipe.build()
+    engine = make_engine(cfg.rollout.engine, model, tok, cfg.rollout, recipe.sampler is not None)
     ctx = Context(cfg, dist, task, model, wrap_model(model, dist), tok, recipe,
-                  make_optimizer(model, cfg.optim), make_engine(cfg.rollout.engine, model, tok),
+                  make_optimizer(model, cfg.optim), engine,
                   PromptHistory(), precision=make_precision(mc.autocast, dist.device, mc.tf32), lora=lora)
     if recipe.needs_ref:  # reverse KL with beta > 0: frozen copy of the initial policy; with LoRA the
         # policy itself, run with its adapters disabled (add_reference_logp): no second copy
@@ -186,6 +189,8 @@ def rollout_step(ctx: Context, step: int) -> Experience:
     slots = local_slots(rc.prompts_per_step, cfg.optim.num_minibatches, ctx.dist)
     rounds = 1 + (cfg.recipe.max_resample if ctx.recipe.dynamic_sampling else 0)
     pef = ctx.refstore.pef_ids if ctx.refstore is not None else frozenset()
+    if hasattr(ctx.engine, "sync_weights"):  # an engine with its own copy of the weights (vllm)
+        ctx.engine.sync_weights(ctx.model)
     kept: list[Experience] = []
     for rnd in range(rounds):
         prompts = choose_prompts(ctx.task.prompts("train"), rc.prompts_per_step, cfg.run.seed, step, rnd)
