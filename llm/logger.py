@@ -94,25 +94,18 @@ def truncated(tokens, mask, eos) -> torch.Tensor:
     return full
 
 
-def step_stats(exp, tok, dist, rollout_s: float, update_s: float, epochs: int) -> dict:
+def step_stats(exp, stop: tuple, dist, rollout_s: float, update_s: float, epochs: int) -> dict:
     """Per-step statistics summed over processes (one collective): truncation rate, and tokens per
     second of the rollout (response tokens generated / rollout seconds) and of the update (prompt +
-    response tokens through forward and backward, times PPO epochs / update seconds)."""
+    response tokens through forward and backward, times PPO epochs / update seconds). `stop`: the ids
+    that end a response (llm.rollout.stop_ids: the tokenizer's EOS and the generation config's list)."""
     resp = float(exp.mask.sum())
     seen = resp + sum(len(p) for p in exp.prompt_tokens)
-    n, trunc, resp, seen = all_reduce_many([len(exp), float(truncated(exp.tokens, exp.mask, eos_ids(tok)).sum()),
+    n, trunc, resp, seen = all_reduce_many([len(exp), float(truncated(exp.tokens, exp.mask, list(stop)).sum()),
                                             resp, seen], dist)
     return {"truncated_frac": trunc / max(n, 1), "rollout_time_s": rollout_s, "update_time_s": update_s,
             "rollout_tokens_per_s": resp / max(rollout_s, 1e-9),
             "update_tokens_per_s": seen * epochs / max(update_s, 1e-9)}
-
-
-def eos_ids(tok) -> list[int]:
-    """The EOS ids of tokenizer wrapper `tok`: `tok.eos_ids` where it has a list, else [tok.eos_id]."""
-    ids = getattr(tok, "eos_ids", None)
-    if ids is None:
-        ids = [] if getattr(tok, "eos_id", None) is None else [tok.eos_id]
-    return [int(i) for i in ids]
 
 
 def _step_of(line: str) -> float:

@@ -75,7 +75,7 @@ from .memory import MemorySampler, build_memory
 from .models import BanditLM, enable_gradient_checkpointing, load_model
 from .precision import Precision, check_master_dtype, low_precision_warning, make_precision
 from .progress import Progress
-from .rollout import make_engine, sequence_logp
+from .rollout import make_engine, sequence_logp, stop_ids
 from .schedule import lr_at, set_lr
 from .tasks import make_task
 from .tasks.base import STATUSES
@@ -430,7 +430,8 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
                                                        exp.mask.to(ctx.dist.device))
         ctx.step += 1
         metrics["time_s"] = time.perf_counter() - t0
-        metrics.update(lr=lr, **step_stats(exp, ctx.tok, ctx.dist, t_rollout, t_update, cfg.optim.ppo_epochs))
+        stop = stop_ids(ctx.tok, ctx.model)  # the EOS ids a response may end on
+        metrics.update(lr=lr, **step_stats(exp, stop, ctx.dist, t_rollout, t_update, cfg.optim.ppo_epochs))
         if cfg.run.eval_every and (ctx.step % cfg.run.eval_every == 0 or ctx.step == cfg.run.steps):
             metrics.update(periodic_eval(ctx))                  # eval/pass@k etc. on held-out prompts
         log.log(ctx.step, metrics)

@@ -4,7 +4,7 @@ max_new_tokens without EOS) and tokens per second of the rollout and of the upda
 import pytest
 import torch
 
-from llm.logger import eos_ids, truncated
+from llm.logger import truncated
 from llm.train import train
 
 
@@ -15,16 +15,6 @@ def test_truncated_rows_from_tokens_and_mask():
     assert truncated(tokens, mask, [eos]).tolist() == [True, False, False, True]
     assert truncated(tokens, mask, [eos, 7]).tolist() == [False, False, False, False]  # an EOS list
     assert truncated(tokens, mask, []).tolist() == [True, True, False, True]  # no EOS: full rows
-
-
-def test_eos_ids_of_a_tokenizer():
-    class Tok:
-        eos_id = 2
-    assert eos_ids(Tok()) == [2]
-    Tok.eos_ids = [2, 9]
-    assert eos_ids(Tok()) == [2, 9]
-    Tok.eos_id, Tok.eos_ids = None, None
-    assert eos_ids(Tok()) == []
 
 
 def test_logged_every_step(sft_model, train_config, tmp_path):
