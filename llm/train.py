@@ -43,7 +43,6 @@ How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
@@ -69,14 +68,26 @@ from .checkpoint import (
     load_checkpoint,
     replace_dir,
     save_checkpoint,
+    save_final,
     seed_everything,
 )
-from .dist import Dist, all_reduce, all_reduce_many, barrier, cleanup, init_distributed, wrap_model
+from .dist import (
+    Dist,
+    all_reduce,
+    all_reduce_dict,
+    all_reduce_many,
+    barrier,
+    cleanup,
+    grad_sync,
+    init_distributed,
+    rollout_engine,
+    wrap_model,
+)
 from .experience import Experience, RefStore, collect, presample, sample_seed
 from .guards import check_outputs, check_parameters, finite_update
 from .logger import MetricsLogger
 from .memory import MemorySampler, build_memory
-from .models import BanditLM, load_model, save_model
+from .models import BanditLM, load_model
 from .rollout import make_engine, sequence_logp
 from .tasks import make_task
 from .tasks.base import STATUSES
@@ -90,6 +101,7 @@ class TrainConfig:
     recipe: C.RecipeConfig = field(default_factory=C.RecipeConfig)
     optim: C.OptimConfig = field(default_factory=C.OptimConfig)
     run: C.RunConfig = field(default_factory=C.RunConfig)
+    dist: C.DistConfig = field(default_factory=C.DistConfig)
 
 
 @dataclass
@@ -136,11 +148,12 @@ def setup(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
         raise ValueError(f"rollout.max_new_tokens = {cfg.rollout.max_new_tokens} is invalid for "
                          "BanditLM; allowed: 1")
     recipe = cfg.recipe.build()
-    ctx = Context(cfg, dist, task, model, wrap_model(model, dist), tok, recipe,
-                  make_optimizer(model, cfg.optim), make_engine(cfg.rollout.engine, model, tok),
-                  PromptHistory())
-    if recipe.needs_ref:  # reverse KL with beta > 0: frozen copy of the initial policy
-        ctx.ref_model = copy.deepcopy(model).requires_grad_(False).eval()
+    # reverse KL with beta > 0: frozen copy of the initial policy (copied before any sharding)
+    ref_model = copy.deepcopy(model).requires_grad_(False).eval() if recipe.needs_ref else None
+    wrapped = wrap_model(model, dist, cfg.dist.strategy)  # FSDP2 shards `model` in place
+    ctx = Context(cfg, dist, task, model, wrapped, tok, recipe, make_optimizer(model, cfg.optim),
+                  rollout_engine(make_engine(cfg.rollout.engine, model, tok), wrapped), PromptHistory(),
+                  ref_model)
     if recipe.sampler is not None:  # paper A: memory LM as a logits processor
         memory = build_memory(model, tok, cfg.model.memory_preset).to(dist.device)
         ctx.memory = MemorySampler(memory, recipe.sampler, tok, dist, cfg.rollout.temperature)
@@ -296,7 +309,7 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
                 rows = exp.slot == exp.slot[0] if pad else torch.isin(exp.slot, torch.tensor(micro[i]))
                 p = dataclasses.replace(prepared.select(rows), policy=den.policy, ref=den.ref)
                 sync = i == n_micro - 1 or dist.world == 1
-                with ctx.ddp.no_sync() if not sync else contextlib.nullcontext():
+                with grad_sync(ctx.ddp, sync):
                     loss, diag = micro_loss(ctx, exp, batch, ref, rows, p)
                     (loss * (0.0 if pad else float(dist.world))).backward()
                 if pad:
@@ -319,24 +332,25 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
     if skipped and n_opt == 0:
         raise FloatingPointError(f"step {ctx.step + 1}: every minibatch of recipe {ctx.recipe.name!r} had a "
                                  f"non-finite loss or gradient ({skipped} skipped); last diagnostics: {part}")
-    out = {k: (all_reduce(v, dist) if k != "grad_norm" else v) / max(n_opt, 1) for k, v in sums.items()}
+    reduced = all_reduce_dict({k: v for k, v in sums.items() if k != "grad_norm"}, dist)  # one collective
+    out = {k: reduced.get(k, v) / max(n_opt, 1) for k, v in sums.items()}
     out["nonfinite_skips"] = float(skipped)
     return out
 
 
 def rollout_metrics(exp: Experience, dist: Dist) -> dict:
     """Reward, pass@1, unparsed/time-out shares, distinct correct answers per group, length."""
-    n = all_reduce(len(exp), dist)
     correct = successes(exp.rewards)
     distinct = sum(distinct_correct(exp.outcome[exp.slot == g].numpy(), correct[exp.slot == g].numpy())
                    for g in exp.slot.unique().tolist())
-    groups = all_reduce(len(exp.slot.unique()), dist)
-    s = lambda x: all_reduce(float(x), dist) / max(n, 1)  # noqa: E731
-    counts = dict(zip(STATUSES, all_reduce_many(status_counts(exp.status), dist)))
-    return {"reward": s(exp.rewards.sum()), "pass@1": s(correct.sum()),
+    local = [len(exp), len(exp.slot.unique()), exp.rewards.sum(), correct.sum(), exp.mask.sum(), distinct,
+             *status_counts(exp.status)]
+    n, groups, reward, passed, length, distinct, *counts = all_reduce_many(local, dist)  # one collective
+    counts = dict(zip(STATUSES, counts))
+    return {"reward": reward / max(n, 1), "pass@1": passed / max(n, 1),
             "unparsed_frac": counts["unparsed"] / max(n, 1), "timeout_frac": counts["timeout"] / max(n, 1),
             **{f"status/{k}": v for k, v in counts.items()},
-            "response_len": s(exp.mask.sum()), "distinct_correct": all_reduce(distinct, dist) / max(groups, 1),
+            "response_len": length / max(n, 1), "distinct_correct": distinct / max(groups, 1),
             "groups": groups}
 
 
@@ -406,11 +420,14 @@ def resume(ctx: Context, path: Path) -> None:
 
 
 def save_final_model(ctx: Context) -> None:
-    """out_dir/model written into model.tmp, then moved into place (llm.checkpoint.replace_dir)."""
-    out = Path(ctx.cfg.run.out_dir)
-    shutil.rmtree(out / "model.tmp", ignore_errors=True)
-    save_model(ctx.model, ctx.tok, out / "model.tmp")
-    replace_dir(out / "model.tmp", out / "model")
+    """out_dir/model (Hugging Face layout) written into model.tmp, then moved into place
+    (llm.checkpoint.replace_dir). Every process calls it (FSDP2 gathers the weights)."""
+    out, main = Path(ctx.cfg.run.out_dir), ctx.dist.is_main
+    if main:
+        shutil.rmtree(out / "model.tmp", ignore_errors=True)
+    save_final(ctx.model, ctx.tok, out / "model.tmp", ctx.dist)
+    if main:
+        replace_dir(out / "model.tmp", out / "model")
 
 
 def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
@@ -453,11 +470,10 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
             bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward", "pass@1", "distinct_correct", "loss")
                              if k in metrics})
         every = cfg.run.save_every
-        if main and ((every and ctx.step % every == 0) or ctx.step == cfg.run.steps):
+        if (every and ctx.step % every == 0) or ctx.step == cfg.run.steps:  # every process (FSDP2 shards)
             save_checkpoint(cfg.run.out_dir, ctx.step, ctx.model, ctx.optimizer, trainer_state(ctx),
-                            config=C.to_dict(cfg))
-    if main:
-        save_final_model(ctx)
+                            config=C.to_dict(cfg), dist=ctx.dist)
+    save_final_model(ctx)
     barrier(ctx.dist)
     if bar is not None:
         bar.close()

@@ -1,0 +1,90 @@
+"""FSDP2 (dist.strategy = "fsdp2") on the CPU with gloo: a 2-process sharded run, interrupted and resumed
+from its sharded checkpoint, equals one process (1e-6); a 1-process FSDP2 run equals DDP and resumes
+exactly; the final model is written in the Hugging Face layout (loadable by llm.models.load_model)."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm import config as C
+from llm.checkpoint import latest_checkpoint, load_checkpoint
+from llm.logger import read_metrics
+from llm.models import load_model
+from llm.train import train
+
+KW = dict(rollout={"prompts_per_step": 8}, optim={"optimizer": "adamw", "num_minibatches": 2, "micro_groups": 1},
+          model={"dtype": "float64"}, task={"num_prompts": 8})
+
+
+def _weights(path) -> torch.Tensor:
+    model, _ = load_model(C.ModelConfig(name=str(path)))
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(cfg_file) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
+           "127.0.0.1", "--master-port", str(_free_port()), "-m", "llm.train", "--config", str(cfg_file)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_fsdp2_two_processes_resumed_equal_one(sft_model, train_config, tmp_path):
+    """2 gloo processes, FSDP2, gradient accumulation (micro_groups 1) over 2 minibatches, AdamW; the
+    run stops after 2 steps and resumes from its sharded checkpoint to 4 = one process, 4 steps."""
+    train(train_config(tmp_path / "single", sft_model, "grpo", steps=4, **KW))
+    cut = train_config(tmp_path / "fsdp", sft_model, "grpo", steps=2, dist={"strategy": "fsdp2"}, **KW)
+    _torchrun(C.save(cut, tmp_path / "a"))
+    ckpt = latest_checkpoint(tmp_path / "fsdp")
+    assert ckpt.name == "step_00000002" and (ckpt / "dcp" / ".metadata").is_file()
+    assert not (ckpt / "model.safetensors").exists()  # sharded, not a gathered copy
+    resumed = train_config(tmp_path / "fsdp", sft_model, "grpo", steps=4, dist={"strategy": "fsdp2"},
+                           run={"resume": True}, **KW)
+    _torchrun(C.save(resumed, tmp_path / "b"))
+    a, b = _weights(tmp_path / "single" / "model"), _weights(tmp_path / "fsdp" / "model")
+    assert (a - _weights(sft_model)).abs().max() > 1e-4  # training moved the weights
+    assert (a - b).abs().max() < 1e-6
+    ra, rb = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "fsdp")
+    assert [r["step"] for r in rb] == [1, 2, 3, 4]
+    assert [r["pass@1"] for r in ra] == [r["pass@1"] for r in rb]  # the same samples were drawn
+    assert all(abs(x["loss"] - y["loss"]) < 1e-9 for x, y in zip(ra, rb))
+    assert all(abs(x["grad_norm"] - y["grad_norm"]) < 1e-9 for x, y in zip(ra, rb))
+
+
+def test_fsdp2_one_process_equals_ddp_and_resumes(sft_model, train_config, tmp_path):
+    """In one process FSDP2 (a one-process group) gives DDP's weights bit for bit, and a run cut after 1
+    step and resumed from the sharded checkpoint equals the uninterrupted one."""
+    train(train_config(tmp_path / "ddp", sft_model, "grpo", steps=2, **KW))
+    fsdp = dict(dist={"strategy": "fsdp2"}, **KW)
+    train(train_config(tmp_path / "full", sft_model, "grpo", steps=2, **fsdp))
+    train(train_config(tmp_path / "cut", sft_model, "grpo", steps=1, **fsdp))
+    train(train_config(tmp_path / "cut", sft_model, "grpo", steps=2, run={"resume": True}, **fsdp))
+    ddp, full, cut = (_weights(tmp_path / d / "model") for d in ("ddp", "full", "cut"))
+    assert (ddp - _weights(sft_model)).abs().max() > 1e-4
+    assert torch.equal(ddp, full) and torch.equal(full, cut)
+    assert Path(tmp_path, "full", "model", "config.json").is_file()  # Hugging Face layout
+    assert [r["loss"] for r in read_metrics(tmp_path / "full")] == [r["loss"] for r in read_metrics(tmp_path / "cut")]
+
+
+def test_sharded_checkpoint_refused_by_ddp(sft_model, train_config, tmp_path):
+    """A sharded checkpoint resumed with dist.strategy = 'ddp' (allow_config_change) is a one-line error."""
+    train(train_config(tmp_path, sft_model, "grpo", steps=1, dist={"strategy": "fsdp2"}, **KW))
+    model, _ = load_model(C.ModelConfig(name=sft_model, dtype="float64"))
+    with pytest.raises(ValueError, match=r"is sharded \(dist.strategy = 'fsdp2'\)"):
+        load_checkpoint(latest_checkpoint(tmp_path), model)
+
+
+def test_dist_strategy_validated(train_config, tmp_path):
+    with pytest.raises(ValueError, match=r"^dist.strategy = 'zero3' is invalid; allowed: ddp, fsdp2$"):
+        train_config(tmp_path, "tiny", "grpo", dist={"strategy": "zero3"})
