@@ -12,10 +12,12 @@ with a `__reduce__` payload) is refused with a ValueError before any of it is ex
 `config.json` is the resolved run config, compared with the current one on resume (llm.train).
 
 FSDP2 (`dist.strategy = "fsdp2"`, llm.fsdp): the model and optimiser are saved sharded, every process
-writing its own shards with torch.distributed.checkpoint into `step_.../dcp/` (its own format, read by
-`dcp.load` into the sharded state dicts of `get_state_dict` and applied with `set_state_dict`, so a
-resumed run continues exactly); `state.pt` and `config.json` as above. The final model is gathered
-to the main process and written in the Hugging Face layout (`save_final`).
+writing its own shards with torch.distributed.checkpoint into `step_.../dcp/` (read by `dcp.load` into
+the sharded state dicts of `get_state_dict`, applied with `set_state_dict`: a resumed run continues
+exactly; llm.fsdp.load_sharded reads DCP's pickled metadata with an allow-list unpickler and its
+non-tensor items with weights_only, so loading runs no code either); `state.pt` and `config.json` as
+above. The final model is gathered to the main process and written in the Hugging Face layout
+(`save_final`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from safetensors.torch import load_model, save_model
 from collapse_lab.runs import atomic_write
 
 from .dist import Dist, barrier
-from .fsdp import full_state_dict, is_sharded
+from .fsdp import full_state_dict, is_sharded, load_sharded, save_sharded
 
 
 def _fsync(path) -> None:
@@ -154,35 +156,6 @@ def save_checkpoint(out_dir, step: int, model, optimizer, state: dict, keep_last
     if sharded:
         barrier(dist)  # the checkpoint is in place before any process goes on
     return final
-
-
-def save_sharded(path, model, optimizer) -> None:
-    """torch.distributed.checkpoint of the sharded model and optimiser state into directory `path`
-    (every process writes its shards)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-    msd, osd = get_state_dict(model, optimizer)
-    dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(path))
-
-
-def load_sharded(path, model, optimizer=None) -> None:
-    """Load a `save_sharded` directory into the (sharded) model and, if given, the optimiser."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (
-        get_model_state_dict,
-        get_state_dict,
-        set_model_state_dict,
-        set_state_dict,
-    )
-    if optimizer is None:
-        sd = {"model": get_model_state_dict(model)}
-        dcp.load(sd, checkpoint_id=str(path))
-        set_model_state_dict(model, sd["model"])
-        return
-    msd, osd = get_state_dict(model, optimizer)
-    sd = {"model": msd, "optim": osd}
-    dcp.load(sd, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
 
 
 def save_final(model, tok, path, dist: Dist | None = None) -> None:

@@ -17,11 +17,18 @@ unsharded until sampling ends, so sampling forwards run no collectives (and skip
 in a single process too).
 
 A single process (world 1, e.g. llm.gpu_check) still shards, on a one-process group created here.
+
+Sharded checkpoints (`save_sharded` / `load_sharded`, called by llm.checkpoint): torch distributed
+checkpoint of `get_state_dict(model, optimizer)`, every process writing its own shards. torch's
+reader unpickles `.metadata` with pickle.load and non-tensor items with torch.load(weights_only=
+False); `load_sharded` replaces both (an allow-list unpickler, llm.checkpoint.safe_load), so a
+tampered checkpoint is refused with a ValueError instead of running code.
 """
 
 from __future__ import annotations
 
 import contextlib
+import pickle
 
 import torch
 import torch.distributed as tdist
@@ -104,3 +111,89 @@ def full_state_dict(model) -> dict:
         return getattr(model, "module", model).state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_sharded(path, model, optimizer) -> None:
+    """torch.distributed.checkpoint of the sharded model and optimiser state into directory `path`
+    (every process writes its shards)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    msd, osd = get_state_dict(model, optimizer)
+    dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(path))
+
+
+_DCP_GLOBALS = frozenset({("torch", "Size"), ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
+                          ("pathlib", "WindowsPath"), ("torch.distributed.checkpoint.filesystem", "_StorageInfo")})
+"""The globals a torch.distributed.checkpoint `.metadata` pickle may name, besides torch dtypes and the
+classes defined in torch.distributed.checkpoint.metadata."""
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP metadata; a global outside _DCP_GLOBALS, torch dtypes and the classes defined in
+    torch.distributed.checkpoint.metadata is refused before it is imported or called."""
+
+    def find_class(self, module, name):
+        import torch.distributed.checkpoint.metadata as md
+        ok = ((module, name) in _DCP_GLOBALS
+              or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))
+              or (module == md.__name__ and getattr(getattr(md, name, None), "__module__", None) == md.__name__))
+        if not ok:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+        return super().find_class(module, name)
+
+
+def _safe_dcp_io(path):
+    """(storage reader, load planner) for dcp.load that run no code from the checkpoint: the metadata is
+    read by _MetadataUnpickler, non-tensor items (optimiser hyperparameters) by safe_load (torch's
+    defaults use pickle.load and torch.load(weights_only=False) there)."""
+    from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+    from torch.distributed.checkpoint._traverse import set_element
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            file = self._get_metadata_path(kwargs.get("rank"))
+            with self.fs.create_stream(file, "rb") as f:
+                try:
+                    metadata = _MetadataUnpickler(f).load()
+                except pickle.UnpicklingError as e:
+                    raise ValueError(f"checkpoint file {file} is invalid; allowed: torch distributed checkpoint "
+                                     f"metadata only (refused: {e})") from None
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    class Planner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value) -> None:
+            from .checkpoint import safe_load
+            value = safe_load(value)
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], value)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = value
+
+    return Reader(str(path)), Planner()
+
+
+def load_sharded(path, model, optimizer=None) -> None:
+    """Load a `save_sharded` directory into the (sharded) model and, if given, the optimiser; nothing
+    read can run code (_safe_dcp_io)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_state_dict,
+        set_model_state_dict,
+        set_state_dict,
+    )
+    reader, planner = _safe_dcp_io(path)
+    reader.read_metadata()  # a refusal raised here (dcp.load catches read errors and retries per rank)
+    if optimizer is None:
+        sd = {"model": get_model_state_dict(model)}
+        dcp.load(sd, storage_reader=reader, planner=planner)
+        set_model_state_dict(model, sd["model"])
+        return
+    msd, osd = get_state_dict(model, optimizer)
+    sd = {"model": msd, "optim": osd}
+    dcp.load(sd, storage_reader=reader, planner=planner)
+    set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])

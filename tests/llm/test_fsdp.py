@@ -88,3 +88,38 @@ def test_sharded_checkpoint_refused_by_ddp(sft_model, train_config, tmp_path):
 def test_dist_strategy_validated(train_config, tmp_path):
     with pytest.raises(ValueError, match=r"^dist.strategy = 'zero3' is invalid; allowed: ddp, fsdp2$"):
         train_config(tmp_path, "tiny", "grpo", dist={"strategy": "zero3"})
+
+
+def test_sharded_checkpoint_loads_no_code(tmp_path):
+    """A DCP checkpoint whose metadata pickle calls a function is refused (ValueError naming the file)
+    before the call runs; an untampered one loads the saved weights and optimiser state."""
+    import pickle
+
+    from llm.dist import Dist
+    from llm.fsdp import load_sharded, save_sharded, shard
+    from llm.models import tiny_llama
+
+    def build():
+        torch.manual_seed(0)
+        model = shard(tiny_llama(40, hidden_size=32), Dist())
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+    model, opt = build()
+    model(torch.randint(0, 40, (2, 5))).logits.sum().backward()
+    opt.step()
+    save_sharded(tmp_path / "ok", model, opt)
+    fresh, fresh_opt = build()
+    load_sharded(tmp_path / "ok", fresh, fresh_opt)
+    for p, q in zip(model.parameters(), fresh.parameters()):
+        assert torch.equal(p.full_tensor(), q.full_tensor())
+    assert fresh_opt.state_dict()["state"][0]["step"] == 1
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    (tmp_path / "ok" / ".metadata").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ValueError, match=r"\.metadata is invalid; allowed: torch distributed checkpoint "
+                                         r"metadata only \(refused: global 'pathlib.Path.touch' is not allowed\)"):
+        load_sharded(tmp_path / "ok", fresh, fresh_opt)
+    assert not (tmp_path / "pwned").exists()
