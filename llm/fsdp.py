@@ -39,10 +39,10 @@ def ensure_group(device: torch.device) -> None:
     """A process group for FSDP2: the one torchrun made, else a one-process group (NCCL on CUDA,
     gloo on the CPU) on an in-memory store."""
     if not tdist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # before NCCL starts: its communicator lives on this device
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=tdist.HashStore(),
                                  rank=0, world_size=1)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
 
 
 def blocks(model) -> list[torch.nn.Module]:

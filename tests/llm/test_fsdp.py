@@ -123,3 +123,27 @@ def test_sharded_checkpoint_loads_no_code(tmp_path):
                                          r"metadata only \(refused: global 'pathlib.Path.touch' is not allowed\)"):
         load_sharded(tmp_path / "ok", fresh, fresh_opt)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_final_model_hf_layout_tied_embeddings(tmp_path):
+    """A sharded Qwen2 with tied embeddings is gathered and saved in the Hugging Face layout; loading it
+    back with transformers gives the sharded model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from llm.checkpoint import save_final
+    from llm.dist import Dist
+    from llm.fsdp import gathered, shard
+    from llm.gpu_check import TINY, IdTokenizer, build_model
+
+    torch.manual_seed(0)
+    model = shard(build_model(TINY, torch.device("cpu")), Dist())
+    with torch.no_grad():  # make the shared matrix differ from any fresh initialisation
+        model.lm_head.weight.mul_(2.0)
+    save_final(model, IdTokenizer(TINY["vocab_size"]), tmp_path / "model", Dist())
+    assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "model" / "model.safetensors").is_file()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()  # still tied
+    x = torch.randint(1, TINY["vocab_size"], (2, 7))
+    with torch.no_grad(), gathered(model):
+        want = model(x).logits
+    assert torch.equal(loaded(x).logits, want)
