@@ -1,6 +1,6 @@
 """The prepared GPU check: throughput, memory and MFU of llm.train on a Qwen2.5-0.5B-shaped model.
 
-    python -m llm.gpu_check --out gpu_check.json                 # one GPU, about a minute (< 8 min)
+    python -m llm.gpu_check --out gpu_check.json                 # one GPU (sized for < 8 min on an H200)
     python -m llm.gpu_check --tiny --device cpu --out check.json # the same code path on a tiny shape
 
 No download: a randomly initialised Qwen2ForCausalLM of Qwen2.5-0.5B's shape (hidden 896, 24 layers,
@@ -221,8 +221,8 @@ def main(argv=None) -> dict:
         cleanup()  # the one-process group FSDP2 created
     print(f"{r['device']} | {r['shape']} ({r['params'] / 1e6:.1f}M params) | {r['strategy']}, autocast "
           f"{r['autocast']}, gradient checkpointing {r['gradient_checkpointing']}")
-    print(f"rollout {r['rollout_tokens_per_s']:.0f} tok/s | update {r['update_tokens_per_s']:.0f} tok/s, "
-          f"{r['update_tflops']:.1f} TFLOP/s, MFU {100 * r['mfu']:.1f}% of {a.peak_tflops:g} | peak memory "
+    print(f"rollout {r['rollout_tokens_per_s']:.4g} tok/s | update {r['update_tokens_per_s']:.4g} tok/s, "
+          f"{r['update_tflops']:.4g} TFLOP/s, MFU {100 * r['mfu']:.3g}% of {a.peak_tflops:g} | peak memory "
           f"{r['peak_memory_gib']:.2f} GiB ({r['peak_memory_kind']}) | collective {r['collective']}")
     print(f"numbers written to {a.out}")
     return r

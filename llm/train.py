@@ -2,6 +2,7 @@
 
     python -m llm.train --model.name runs/sft/model --task.name multisolution --recipe.name ips_grpo
     torchrun --nproc-per-node 2 -m llm.train --config run.toml          # DDP (gloo on CPU)
+    torchrun --nproc-per-node 8 -m llm.train --config run.toml --dist.strategy fsdp2   # FSDP2 (NCCL)
 
 How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 2024):
 1. No value network, no GAE. The whole loss (reward shaping, advantage, advantage weights, clipped
@@ -20,7 +21,7 @@ How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 
    is its exact share of the minibatch loss, so gradient accumulation and DDP give the gradient of
    one big batch, for every recipe (tests/llm/test_train.py: grpo, std="batch", ISAC normalize,
    DAPO, DPH-JS, Dr. GRPO to 1e-10 in float64; tests/llm/test_resume_ddp.py: 2 processes = 1).
-   DDP averages gradients, so each process backpropagates loss * world.
+   DDP and FSDP2 (dist.strategy, llm/fsdp.py) average gradients, so each process backpropagates loss * world.
 4. The reverse-KL reference is a frozen copy of the initial model, built only when beta > 0. DPH runs
    no reference model during training: a pre-sampling pass splits the training prompts into D_pef
    (solved n_pre / n_pre times; only the divergence on stored reference samples) and D_exp (RL loss).

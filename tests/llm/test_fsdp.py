@@ -13,9 +13,18 @@ import torch
 
 from llm import config as C
 from llm.checkpoint import latest_checkpoint, load_checkpoint
+from llm.dist import cleanup
 from llm.logger import read_metrics
 from llm.models import load_model
 from llm.train import train
+
+
+@pytest.fixture(autouse=True)
+def _no_process_group_left():
+    """In-process FSDP2 runs create a one-process group; leave none behind for other tests."""
+    yield
+    cleanup()
+
 
 KW = dict(rollout={"prompts_per_step": 8}, optim={"optimizer": "adamw", "num_minibatches": 2, "micro_groups": 1},
           model={"dtype": "float64"}, task={"num_prompts": 8})
