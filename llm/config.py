@@ -29,6 +29,7 @@ except ImportError:  # Python 3.10
 
 OPTIMIZERS = ("adamw", "sgd")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+AUTOCAST = ("none", "bfloat16", "float16")
 TEMPERATURE_RANGE = (1e-2, 1e2)  # logits / T must stay finite in float16 / bfloat16
 
 
@@ -70,6 +71,25 @@ class ModelConfig:
     """Override the preset's number of layers (0 keeps the preset)."""
     memory_preset: str = "tiny"
     """Preset of the memory LM used by sampler-side recipes (docs/methods.md §2, paper A)."""
+    autocast: str = "none"
+    """Mixed precision of llm.train: none, bfloat16 or float16. Parameters and optimiser state stay in
+    model.dtype (float32 master weights); rollout and loss forwards run under torch.autocast in this
+    dtype; float16 adds a gradient scaler (llm/precision.py)."""
+    tf32: bool = True
+    """On CUDA, let float32 matmuls and convolutions use TF32 tensor cores."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass (Hugging Face models,
+    use_reentrant=False): less memory for one more forward."""
+    lora_rank: int = 0
+    """LoRA rank through peft (0: full fine-tuning). Only adapters train; the reverse-KL reference is
+    the adapter-disabled model; the final model is saved merged (llm/lora.py)."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the update is (lora_alpha / lora_rank) B A."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA branch's input, in [0, 1)."""
+    lora_targets: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    """Comma-separated module names that get adapters, or all-linear; the default names the attention
+    and MLP projections of Llama and Qwen."""
 
     def validate(self, p: str = "model") -> None:
         from .models import PRESETS
@@ -78,6 +98,15 @@ class ModelConfig:
         _check(self.hidden_size >= 0, f"{p}.hidden_size", self.hidden_size, ">= 0")
         _check(self.num_layers >= 0, f"{p}.num_layers", self.num_layers, ">= 0")
         _check(self.memory_preset in PRESETS, f"{p}.memory_preset", self.memory_preset, ", ".join(PRESETS))
+        _check(self.autocast in AUTOCAST, f"{p}.autocast", self.autocast, ", ".join(AUTOCAST))
+        _check(self.autocast == "none" or self.dtype == "float32", f"{p}.autocast", self.autocast,
+               "none unless model.dtype = 'float32' (autocast keeps float32 master weights)")
+        _check(self.lora_rank >= 0, f"{p}.lora_rank", self.lora_rank, ">= 0 (0: no LoRA)")
+        _check(self.lora_alpha > 0, f"{p}.lora_alpha", self.lora_alpha, "> 0")
+        _check(0.0 <= self.lora_dropout < 1.0, f"{p}.lora_dropout", self.lora_dropout, "[0, 1)")
+        names = self.lora_targets.split(",")
+        _check(all(re.fullmatch(r"[\w.-]+", n) for n in names), f"{p}.lora_targets", self.lora_targets,
+               "comma-separated module names (e.g. q_proj,v_proj) or all-linear")
 
 
 @dataclass
@@ -85,9 +114,25 @@ class TaskConfig:
     name: str = "multisolution"
     """Task, one of the registry llm.tasks.TASKS (register_task adds one)."""
     path: str = ""
-    """Data file (JSONL or parquet with problem/answer columns) for the math task."""
-    num_prompts: int = 64
-    """Number of distinct prompts generated for synthetic tasks (train and test together)."""
+    """Data of the math task: a JSONL or parquet file, or hf:NAME[:CONFIG][@SPLIT] (a Hugging Face
+    data set id or save_to_disk directory; needs the optional package datasets)."""
+    eval_path: str = ""
+    """Held-out data of the math task (same forms as task.path); empty: a task.test_fraction split."""
+    prompt_column: str = "problem"
+    """Column of the prompt: a string, or a list of {role, content} messages (with task.chat_template)."""
+    answer_column: str = "answer"
+    """Column of the reference answer."""
+    answer_format: str = "plain"
+    """How the answer column gives the answer: plain (as is), gsm8k (the text after '####', commas
+    removed) or boxed (the last \\boxed{...}, e.g. a worked solution)."""
+    chat_template: bool = False
+    """Render each prompt with the tokenizer's chat template (instruction / chat models)."""
+    system_prompt: str = ""
+    """System message put before each prompt (needs task.chat_template; empty: none; a conversational
+    row's own system message is kept instead)."""
+    num_prompts: int = 0
+    """Number of prompts: synthetic tasks generate this many (train and test together; 0: 64);
+    math keeps at most this many training prompts (a seeded choice; 0: all rows)."""
     test_fraction: float = 0.25
     """Share of prompts held out for evaluation."""
     difficulty: int = 3
@@ -109,10 +154,27 @@ class TaskConfig:
         from .tasks import TASKS  # the task registry
         _check(self.name in TASKS, f"{p}.name", self.name, ", ".join(TASKS))
         _check(self.name != "math" or bool(self.path), f"{p}.path", self.path,
-               "a JSONL/parquet file when task.name = 'math'")
-        _check(not self.path or Path(self.path).is_file(), f"{p}.path", self.path,
-               "an existing JSONL/parquet file (not a directory)")
-        _check(self.num_prompts >= 2, f"{p}.num_prompts", self.num_prompts, ">= 2")
+               "a JSONL/parquet file or hf:NAME[:CONFIG][@SPLIT] when task.name = 'math'")
+        _check(not self.eval_path or self.name == "math", f"{p}.eval_path", self.eval_path,
+               "empty unless task.name = 'math'")
+        from .tasks.data import ANSWER_FORMATS, HF_PREFIX, parse_hf
+        for name in ("path", "eval_path"):
+            value = getattr(self, name)
+            if value.startswith(HF_PREFIX):
+                parse_hf(value, f"{p}.{name}")
+            else:
+                _check(not value or Path(value).is_file(), f"{p}.{name}", value,
+                       "an existing JSONL/parquet file (not a directory) or hf:NAME[:CONFIG][@SPLIT]")
+        for name in ("prompt_column", "answer_column"):
+            _check(bool(getattr(self, name).strip()), f"{p}.{name}", getattr(self, name), "a column name")
+        _check(self.answer_column != self.prompt_column, f"{p}.answer_column", self.answer_column,
+               f"a column other than task.prompt_column ({self.prompt_column!r})")
+        _check(self.answer_format in ANSWER_FORMATS, f"{p}.answer_format", self.answer_format,
+               ", ".join(ANSWER_FORMATS))
+        _check(not self.system_prompt or self.chat_template, f"{p}.system_prompt", self.system_prompt,
+               "empty unless task.chat_template = true")
+        _check(self.num_prompts == 0 or self.num_prompts >= 2, f"{p}.num_prompts", self.num_prompts,
+               "0 (the task's default) or >= 2")
         _check(0.0 < self.test_fraction < 1.0, f"{p}.test_fraction", self.test_fraction, "(0, 1)")
         _check(1 <= self.difficulty <= 8, f"{p}.difficulty", self.difficulty, "1..8")
         _check(self.num_outcomes >= 2, f"{p}.num_outcomes", self.num_outcomes, ">= 2")

@@ -53,10 +53,13 @@ def blocks(model) -> list[torch.nn.Module]:
 
 def shard(model, dist):
     """fully_shard every block, then the root, over all processes of `dist`; returns `model` itself
-    (sharded in place). Models without save_pretrained(state_dict=...) (BanditLM) are refused."""
+    (sharded in place). BanditLM (no save_pretrained(state_dict=...)) and LoRA policies (whose final
+    model is merged from full weights, llm.lora.merged_model) are refused: use ddp for them."""
     from .models import BanditLM
     if isinstance(model, BanditLM):
         raise ValueError("dist.strategy = 'fsdp2' is invalid for model.name = 'bandit'; allowed: ddp")
+    if any("lora_" in name for name, _ in model.named_parameters()):  # merging adapters needs full weights
+        raise ValueError("dist.strategy = 'fsdp2' is invalid with model.lora_rank > 0; allowed: ddp")
     ensure_group(dist.device)
     from torch.distributed.device_mesh import init_device_mesh
     mesh = init_device_mesh(dist.device.type, (tdist.get_world_size(),))

@@ -18,13 +18,24 @@ from .models import BanditLM, tiny_llama
 from .rollout import decode_step, sequence_logp
 
 
+def logits_width(policy, tok) -> int:
+    """V of the policy's logits (B, L, V): its output embedding's rows, else config.vocab_size, else
+    the tokenizer's length. Checkpoints often pad the LM head beyond the tokenizer (Qwen2.5: 151936
+    logits, len(tokenizer) = 151665), and the memory's logits must have the policy's width."""
+    head = policy.get_output_embeddings() if hasattr(policy, "get_output_embeddings") else None
+    if head is not None and getattr(head, "weight", None) is not None:
+        return int(head.weight.shape[0])
+    vocab = getattr(getattr(policy, "config", None), "vocab_size", None)
+    return int(vocab) if vocab else tok.vocab_size
+
+
 def build_memory(policy, tok, preset: str = "tiny"):
-    """A fresh memory model matching the policy's vocabulary (and dtype)."""
+    """A fresh memory model matching the policy's logits width (`logits_width`) and dtype."""
     policy = getattr(policy, "module", policy)
     dtype = next(policy.parameters()).dtype
     if isinstance(policy, BanditLM):
         return BanditLM(*policy.table.shape, dtype=dtype)
-    return tiny_llama(tok.vocab_size, preset, dtype=dtype, field="model.memory_preset")
+    return tiny_llama(logits_width(policy, tok), preset, dtype=dtype, field="model.memory_preset")
 
 
 class MemorySampler:

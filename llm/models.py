@@ -39,7 +39,11 @@ class CharTokenizer:
         return [self.stoi.get(c, self.unk_id) for c in text]
 
     def decode(self, ids) -> str:
-        return "".join(self.itos[i] for i in ids if i >= len(SPECIALS) or i == self.unk_id)
+        """Text of `ids`; <pad> <bos> <eos> are dropped, and an id beyond the alphabet (an LM head
+        padded past the tokenizer) reads as <unk>."""
+        n = len(self.itos)
+        return "".join(self.itos[i] if i < n else self.itos[self.unk_id] for i in ids
+                       if i >= len(SPECIALS) or i == self.unk_id)
 
     def save(self, path) -> None:
         Path(path, "char_tokenizer.json").write_text(json.dumps({"alphabet": self.alphabet}))
@@ -58,9 +62,14 @@ class HFTokenizer:
         self.bos_id = tok.bos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.vocab_size = len(tok)
+        self.chat_template = getattr(tok, "chat_template", None)  # None: no template (llm.chat)
 
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False)
+
+    def render_chat(self, messages: list[dict]) -> str:
+        """`messages` rendered by the chat template, ending with the assistant's generation prompt."""
+        return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def decode(self, ids) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True)
@@ -178,6 +187,26 @@ def save_model(model, tok, path) -> None:
     hf_logging.disable_progress_bar()
     model.save_pretrained(path, safe_serialization=True)
     tok.save(path)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Hugging Face gradient checkpointing (use_reentrant=False) of every decoder layer. HF checkpoints
+    a layer only while that layer is in training mode, so the checkpointed layers themselves are
+    flagged training (not their submodules: dropout keeps the mode the model was loaded in, and
+    no-grad rollouts keep their KV cache). A ValueError names model.gradient_checkpointing for a
+    model without it (BanditLM)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ValueError("model.gradient_checkpointing = True is invalid; allowed: false for "
+                         f"{type(model).__name__} (it has no Hugging Face gradient checkpointing)")
+    kw = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+    from transformers.modeling_layers import GradientCheckpointingLayer
+    for m in model.modules():
+        if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing:
+            m.training = True  # this flag only: submodules keep their mode
 
 
 def num_params(model) -> int:

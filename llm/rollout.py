@@ -52,7 +52,11 @@ class LogitsProcessor(Protocol):
 
 
 def encode_prompt(tok, text: str) -> list[int]:
-    """Prompt ids: BOS (when the tokenizer has one) + encode(text)."""
+    """Prompt ids: BOS (when the tokenizer has one) + encode(text); a conversation (llm.chat.ChatText,
+    task.chat_template) is rendered by the tokenizer's chat template instead (llm.chat.encode_chat)."""
+    if hasattr(text, "messages"):
+        from .chat import encode_chat
+        return encode_chat(tok, text)
     ids = tok.encode(text)
     return ([tok.bos_id] if tok.bos_id is not None else []) + ids
 

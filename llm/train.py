@@ -22,7 +22,8 @@ How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 
    one big batch, for every recipe (tests/llm/test_train.py: grpo, std="batch", ISAC normalize,
    DAPO, DPH-JS, Dr. GRPO to 1e-10 in float64; tests/llm/test_resume_ddp.py: 2 processes = 1).
    DDP and FSDP2 (dist.strategy, llm/fsdp.py) average gradients, so each process backpropagates loss * world.
-4. The reverse-KL reference is a frozen copy of the initial model, built only when beta > 0. DPH runs
+4. The reverse-KL reference is a frozen copy of the initial model, built only when beta > 0 (with LoRA,
+   model.lora_rank > 0, the policy itself with its adapters disabled: no copy; llm/lora.py). DPH runs
    no reference model during training: a pre-sampling pass splits the training prompts into D_pef
    (solved n_pre / n_pre times; only the divergence on stored reference samples) and D_exp (RL loss).
 5. Rewards come from verifiers under a time limit; unparseable and timed-out responses get reward 0
@@ -37,6 +38,9 @@ How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 
    and counted; a parameter that is non-finite or whose square overflows its dtype (at least float32:
    |x| > sqrt(finfo.max)) after the step stops the run with an error naming optim.lr, before
    anything of that step is saved.
+   model.autocast: forwards under torch.autocast with float32 master weights; float16 scales the loss
+   and unscales the gradients before these checks, and an overflow of the scaled gradient is the
+   scaler's (`scaler_skips`), not a non-finite skip (llm/precision.py).
 9. Resume: each checkpoint stores the resolved config (config.json); resuming with a config that
    differs in a field that changes the run (anything but checkpoint.RESUME_FREE) is an error listing them,
    unless run.allow_config_change. config.toml is written only once the run is known to start.
@@ -44,6 +48,7 @@ How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -87,8 +92,10 @@ from .dist import (
 from .experience import Experience, RefStore, collect, presample, sample_seed
 from .guards import check_outputs, check_parameters, finite_update
 from .logger import MetricsLogger
+from .lora import adapter_parameters, apply_lora, merged_model
 from .memory import MemorySampler, build_memory
-from .models import BanditLM, load_model
+from .models import BanditLM, enable_gradient_checkpointing, load_model
+from .precision import Precision, check_master_dtype, low_precision_warning, make_precision
 from .rollout import make_engine, sequence_logp
 from .tasks import make_task
 from .tasks.base import STATUSES
@@ -123,12 +130,15 @@ class Context:
     memory: MemorySampler | None = None
     refstore: RefStore | None = None
     step: int = 0
+    precision: Precision = field(default_factory=Precision)  # autocast / loss scaling (llm/precision.py)
+    lora: torch.nn.Module | None = None  # the PeftModel around `model` with model.lora_rank > 0 (llm/lora.py)
 
 
 def make_optimizer(model, ocfg: C.OptimConfig) -> torch.optim.Optimizer:
     """SGD, or AdamW with the fused kernel (one kernel over all parameters, CPU and CUDA); where torch
-    cannot fuse (a parameter's device or dtype) the foreach implementation."""
-    params = list(model.parameters())
+    cannot fuse (a parameter's device or dtype) the foreach implementation. Only parameters that
+    require gradients (with LoRA: the adapters)."""
+    params = adapter_parameters(model)
     if ocfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=ocfg.lr)
     try:
@@ -148,19 +158,29 @@ def setup(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
     if isinstance(model, BanditLM) and cfg.rollout.max_new_tokens != 1:
         raise ValueError(f"rollout.max_new_tokens = {cfg.rollout.max_new_tokens} is invalid for "
                          "BanditLM; allowed: 1")
+    mc, dtype = cfg.model, next(model.parameters()).dtype
+    check_master_dtype(dtype, mc.autocast)
+    if (msg := low_precision_warning(dtype, mc.autocast, cfg.optim.optimizer)) and dist.is_main:
+        warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    lora = apply_lora(model, mc)  # adapters injected into `model` in place; base weights frozen
+    if mc.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     recipe = cfg.recipe.build()
-    # reverse KL with beta > 0: frozen copy of the initial policy (copied before any sharding)
-    ref_model = copy.deepcopy(model).requires_grad_(False).eval() if recipe.needs_ref else None
+    # reverse KL with beta > 0: frozen copy of the initial policy, copied before any sharding; with LoRA
+    # the policy itself, run with its adapters disabled (add_reference_logp): no second copy
+    ref_model = None if not recipe.needs_ref else model if lora is not None else \
+        copy.deepcopy(model).requires_grad_(False).eval()
     wrapped = wrap_model(model, dist, cfg.dist.strategy)  # FSDP2 shards `model` in place
     ctx = Context(cfg, dist, task, model, wrapped, tok, recipe, make_optimizer(model, cfg.optim),
                   rollout_engine(make_engine(cfg.rollout.engine, model, tok), wrapped), PromptHistory(),
-                  ref_model)
+                  ref_model, precision=make_precision(mc.autocast, dist.device, mc.tf32), lora=lora)
     if recipe.sampler is not None:  # paper A: memory LM as a logits processor
         memory = build_memory(model, tok, cfg.model.memory_preset).to(dist.device)
         ctx.memory = MemorySampler(memory, recipe.sampler, tok, dist, cfg.rollout.temperature)
     if recipe.needs_ref_samples:  # DPH: pre-sampling split with stored reference samples
-        ctx.refstore = presample(ctx.engine, model, task, tok, task.prompts("train"), recipe.dph,
-                                 cfg.rollout, cfg.run.seed, cfg.task.timeout_s)
+        with ctx.precision.autocast():
+            ctx.refstore = presample(ctx.engine, model, task, tok, task.prompts("train"), recipe.dph,
+                                     cfg.rollout, cfg.run.seed, cfg.task.timeout_s)
         if not ctx.refstore.samples:  # every prompt goes to D_exp: the run is plain RL (+ clip-higher)
             warnings.warn(f"DPH pre-sampling: no training prompt was solved {recipe.dph.n_pre}/"
                           f"{recipe.dph.n_pre} times, so D_pef is empty and the divergence term is 0; "
@@ -191,8 +211,9 @@ def rollout_step(ctx: Context, step: int) -> Experience:
     for rnd in range(rounds):
         prompts = choose_prompts(ctx.task.prompts("train"), rc.prompts_per_step, cfg.run.seed, step, rnd)
         seeds = [sample_seed(cfg.run.seed, step, rnd, j) for j in slots]
-        exp = collect(ctx.engine, ctx.task, ctx.tok, slots, [prompts[j] for j in slots], seeds, rc,
-                      cfg.task.timeout_s, ctx.memory, pef)
+        with ctx.precision.autocast():
+            exp = collect(ctx.engine, ctx.task, ctx.tok, slots, [prompts[j] for j in slots], seeds, rc,
+                          cfg.task.timeout_s, ctx.memory, pef)
         if not ctx.recipe.dynamic_sampling:
             return exp
         kept.append(exp.select(dynamic_sampling_keep(exp.rewards, exp.slot)))
@@ -205,10 +226,12 @@ def rollout_step(ctx: Context, step: int) -> Experience:
 
 @torch.no_grad()
 def add_reference_logp(ctx: Context, exp: Experience) -> None:
-    """Reverse-KL recipes: log pi_ref of the sampled tokens."""
+    """Reverse-KL recipes: log pi_ref of the sampled tokens (with LoRA: the adapter-disabled policy)."""
     dev = ctx.dist.device
-    exp.ref_logp, _ = sequence_logp(ctx.ref_model, exp.prompt_tokens, exp.tokens.to(dev),
-                                    exp.mask.to(dev), ctx.tok.pad_id, ctx.cfg.rollout.temperature)
+    off = ctx.lora.disable_adapter() if ctx.lora is not None else contextlib.nullcontext()
+    with off, ctx.precision.autocast():
+        exp.ref_logp, _ = sequence_logp(ctx.ref_model, exp.prompt_tokens, exp.tokens.to(dev),
+                                        exp.mask.to(dev), ctx.tok.pad_id, ctx.cfg.rollout.temperature)
 
 
 def logp_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -287,8 +310,8 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
     denominators, so each micro-batch loss is its exact share of the minibatch loss. DDP averages
     gradients, so each process backpropagates loss * world.
     """
-    oc, dist = ctx.cfg.optim, ctx.dist
-    M, sums, n_opt, skipped, part = oc.num_minibatches, {}, 0, 0, {}
+    oc, dist, prec = ctx.cfg.optim, ctx.dist, ctx.precision
+    M, sums, n_opt, skipped, part, overflows = oc.num_minibatches, {}, 0, 0, {}, 0
     reduce = make_reduce(dist)
     ref = ctx.refstore.ref_rows(exp.prompt_id.tolist(), exp.slot.tolist()) if ctx.refstore is not None else None
     batch = step_batch(ctx, exp, ref)
@@ -311,15 +334,22 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
                 p = dataclasses.replace(prepared.select(rows), policy=den.policy, ref=den.ref)
                 sync = i == n_micro - 1 or dist.world == 1
                 with grad_sync(ctx.ddp, sync):
-                    loss, diag = micro_loss(ctx, exp, batch, ref, rows, p)
-                    (loss * (0.0 if pad else float(dist.world))).backward()
+                    with prec.autocast():
+                        loss, diag = micro_loss(ctx, exp, batch, ref, rows, p)
+                    prec.backward(loss * (0.0 if pad else float(dist.world)))
                 if pad:
                     continue
                 share = int(rows.sum()) / max(den.policy.rows, 1.0)  # the micro-batch's rows / all rows
                 for k, v in diag.items():
                     part[k] = part.get(k, 0.0) + (v if k in LOSS_KEYS else share * v)
+            prec.unscale(ctx.optimizer)  # float16: true gradients before the guard and the clip
+            if prec.overflowed(ctx.model.parameters(), part.get("loss", 0.0), dist):  # loss scale too high:
+                overflows += 1  # the scaler lowered it; not a non-finite skip
+                ctx.optimizer.zero_grad(set_to_none=True)
+                continue
             if not finite_update(ctx):  # NaN/inf loss or gradient on any process: skip, count, log
                 skipped += 1
+                prec.skip()
                 ctx.optimizer.zero_grad(set_to_none=True)
                 continue
             for k, v in part.items():
@@ -327,7 +357,7 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
             if oc.grad_clip > 0:
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
                     torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), oc.grad_clip))
-            ctx.optimizer.step()
+            prec.step(ctx.optimizer)
             check_parameters(ctx)
             n_opt += 1
     if skipped and n_opt == 0:
@@ -336,6 +366,7 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
     reduced = all_reduce_dict({k: v for k, v in sums.items() if k != "grad_norm"}, dist)  # one collective
     out = {k: reduced.get(k, v) / max(n_opt, 1) for k, v in sums.items()}
     out["nonfinite_skips"] = float(skipped)
+    out.update(prec.metrics(overflows))
     return out
 
 
@@ -376,7 +407,8 @@ def gather_history(ctx: Context, exp: Experience) -> None:
 def trainer_state(ctx: Context) -> dict:
     return {"history": ctx.history.state_dict(),
             "refstore": ctx.refstore.state_dict() if ctx.refstore is not None else None,
-            "memory": ctx.memory.state_dict() if ctx.memory is not None else None}
+            "memory": ctx.memory.state_dict() if ctx.memory is not None else None,
+            "precision": ctx.precision.state_dict()}
 
 
 def resume_point(cfg: TrainConfig) -> Path:
@@ -413,7 +445,8 @@ def resume(ctx: Context, path: Path) -> None:
         group.update({k: v for k, v in ctx.optimizer.defaults.items() if k in group})
     ctx.step = int(state["step"])
     ctx.history.load_state_dict(state["history"])
-    for name, part in (("refstore", ctx.refstore), ("memory", ctx.memory)):
+    scaler = ctx.precision if ctx.precision.scaler is not None else None
+    for name, part in (("refstore", ctx.refstore), ("memory", ctx.memory), ("precision", scaler)):
         if part is not None and state.get(name) is not None:
             part.load_state_dict(state[name])
         elif part is not None:
@@ -422,11 +455,13 @@ def resume(ctx: Context, path: Path) -> None:
 
 def save_final_model(ctx: Context) -> None:
     """out_dir/model (Hugging Face layout) written into model.tmp, then moved into place
-    (llm.checkpoint.replace_dir). Every process calls it (FSDP2 gathers the weights)."""
+    (llm.checkpoint.replace_dir); a LoRA policy is saved merged (llm.lora.merged_model). Every
+    process calls it (FSDP2 gathers the weights)."""
     out, main = Path(ctx.cfg.run.out_dir), ctx.dist.is_main
     if main:
         shutil.rmtree(out / "model.tmp", ignore_errors=True)
-    save_final(ctx.model, ctx.tok, out / "model.tmp", ctx.dist)
+    policy = ctx.model if ctx.lora is None else merged_model(ctx.lora) if main else None  # LoRA: no FSDP2
+    save_final(policy, ctx.tok, out / "model.tmp", ctx.dist)
     if main:
         replace_dir(out / "model.tmp", out / "model")
 

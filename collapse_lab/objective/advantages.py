@@ -178,7 +178,7 @@ def group_advantages(rewards: Tensor, group: Tensor, kind: str = "grpo", std: st
     if not rewards.dtype.is_floating_point:
         raise ValueError(f"rewards must be a float tensor, got dtype {rewards.dtype}")
     inv, n = group_index(group)
-    if kind in GROUP_RELATIVE:
+    if kind in GROUP_RELATIVE and n:  # an empty batch (DAPO dropped every group) has no group to check
         smallest = int(group_size(inv, n, torch.long).min())
         if smallest < 2:
             raise ValueError(

@@ -35,7 +35,12 @@ for _cls in (MultiSolution, Countdown, MathTask, BanditTask):
 
 
 def make_task(tcfg) -> Task:
-    """The task named by TaskConfig `tcfg` (ValueError naming task.name when it is not registered)."""
+    """The task named by TaskConfig `tcfg` (ValueError naming task.name when it is not registered);
+    with tcfg.chat_template its prompts are conversations (llm.chat.chat_task, tcfg.system_prompt)."""
     if tcfg.name not in TASKS:
         raise ValueError(f"task.name = {tcfg.name!r} is invalid; allowed: {', '.join(TASKS)}")
-    return TASKS[tcfg.name].from_config(tcfg)
+    task = TASKS[tcfg.name].from_config(tcfg)
+    if getattr(tcfg, "chat_template", False):  # prompts become conversations (llm.chat)
+        from ..chat import chat_task
+        chat_task(task, getattr(tcfg, "system_prompt", ""))
+    return task

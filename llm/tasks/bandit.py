@@ -10,7 +10,7 @@ import numpy as np
 
 from collapse_lab.objective import successes
 
-from .base import Prompt, Score, Task, check_split
+from .base import DEFAULT_NUM_PROMPTS, Prompt, Score, Task, check_split
 
 
 class BanditTask(Task):
@@ -36,7 +36,7 @@ class BanditTask(Task):
     @classmethod
     def from_config(cls, tcfg):
         """The task of TaskConfig `tcfg`."""
-        return cls.random(tcfg.num_prompts, tcfg.num_outcomes, tcfg.seed)
+        return cls.random(tcfg.num_prompts or DEFAULT_NUM_PROMPTS, tcfg.num_outcomes, tcfg.seed)
 
     def prompts(self, split: str) -> list[Prompt]:
         check_split(split)

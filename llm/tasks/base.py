@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass, field
 
 STATUSES = ("correct", "wrong", "unparsed", "timeout", "error")
+DEFAULT_NUM_PROMPTS = 64  # prompts of a synthetic task when task.num_prompts = 0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .base import Prompt, Score, Task, check_split, split_ids
+from .base import DEFAULT_NUM_PROMPTS, Prompt, Score, Task, check_split, split_ids
 
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _CHARS = set("0123456789+-*/() ")
@@ -117,7 +117,7 @@ class Countdown(Task):
     @classmethod
     def from_config(cls, tcfg):
         """The task of TaskConfig `tcfg`."""
-        return cls(tcfg.num_prompts, tcfg.test_fraction, tcfg.difficulty, tcfg.seed)
+        return cls(tcfg.num_prompts or DEFAULT_NUM_PROMPTS, tcfg.test_fraction, tcfg.difficulty, tcfg.seed)
 
     def prompts(self, split: str) -> list[Prompt]:
         check_split(split)

@@ -1,6 +1,8 @@
-"""`math`: problems with a reference answer, read from JSONL or parquet, checked by math-verify.
+"""`math`: problems with a reference answer, read from JSONL, parquet or `datasets`, checked by math-verify.
 
-Each row needs string fields `problem` and `answer`. The response's final answer is the content of
+Rows are read by `data.read_rows` (a prompt column, an answer column with format plain / gsm8k /
+boxed, conversational rows, hf: sources); an eval file or a seeded split gives the test prompts,
+and task.num_prompts caps the training prompts (`MathTask`). The response's final answer is the content of
 its last `\\boxed{...}` (balanced braces); no box means "unparsed". Equivalence is decided by
 `math_verify.verify(parse(gold), parse(boxed))` under the task's time limit (math-verify's own signal
 timers are disabled so that ours governs). Outcome = the canonical answer: the first sympy form
@@ -19,49 +21,25 @@ exception of the verifier is an "error" status (`base.score`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from .base import Prompt, Score, Task, check_split, split_ids
+from .data import _depth, last_boxed, prompt_key, read_rows  # noqa: F401 -- read_rows re-exported
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)  # we run our own time limit (base.time_limit)
 TEMPLATE = "{problem}\nPut the final answer within \\boxed{{}}.\n"
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in text, braces balanced; None if absent."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j].strip()
-    return None
 
 
 MAX_BOX_CHARS = 512  # a final answer longer than this is not checked (status "error")
 MAX_DEPTH = 24  # bracket nesting of a box
 MAX_LITERAL_DIGITS = 40  # digits of one number literal
 MAX_DIGITS = 1e5  # bound on the digits of any number an answer denotes (`magnitude`)
-MAX_NESTING = 64  # JSON nesting of a data row
 MAX_SYMBOLIC_POWER = 64  # largest exponent of a compound symbolic base such as (x+1)
-
-
-def _depth(text: str) -> int:
-    depth = top = 0
-    for ch in text:
-        depth += 1 if ch in "{([" else -1 if ch in "})]" else 0
-        top = max(top, depth)
-    return top
 
 
 def _number_size(e) -> tuple[float, float]:
@@ -132,92 +110,6 @@ def too_costly(boxed: str, parsed=None) -> str | None:
     return None
 
 
-def _row_error(path, where, i, what: str) -> ValueError:
-    return ValueError(f"task.path = {str(path)!r} is invalid; allowed: rows with a non-empty string "
-                      f"'problem' and a non-empty string or finite number 'answer' ({where} {i}: {what})")
-
-
-def _json_row(path, i: int, raw: bytes):
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _row_error(path, "line", i, f"byte {e.start} is not UTF-8") from None
-    if not line.strip():
-        return None
-    if _depth(re.sub(r'"(?:[^"\\]|\\.)*"', '""', line)) > MAX_NESTING:
-        raise _row_error(path, "line", i, f"JSON nested deeper than {MAX_NESTING}")
-    try:
-        return json.loads(line)
-    except (json.JSONDecodeError, RecursionError) as e:
-        msg = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
-        raise _row_error(path, "line", i, f"malformed JSON: {msg}") from None
-
-
-def _field_problem(r, key: str) -> str | None:
-    """Why field `key` of row `r` is unusable, or None."""
-    v = r.get(key) if isinstance(r, dict) else None
-    if not isinstance(r, dict):
-        return "not a JSON object"
-    if key not in r or v is None:
-        return f"field {key!r} missing or null"
-    if isinstance(v, bool):
-        return f"field {key!r} is a boolean"
-    if key == "problem" and not isinstance(v, str):
-        return f"field {key!r} is not a string"
-    if not isinstance(v, (str, int, float)):
-        return f"field {key!r} is a {type(v).__name__}, not a string or number"
-    if isinstance(v, float) and not math.isfinite(v):
-        return f"field {key!r} is not finite ({v!r})"
-    if isinstance(v, str) and not v.strip():
-        return f"field {key!r} is empty"
-    return None
-
-
-def read_rows(path) -> list[dict]:
-    """Rows {problem, answer} of a JSONL or parquet file. A missing / unreadable file, a non-UTF-8,
-    malformed or absurdly nested line, or a row whose problem is not a non-empty string or whose
-    answer is null, boolean, non-finite, empty or not a string / number raises ValueError naming the
-    file and row. Exact duplicate rows are dropped with a warning giving their count; the same
-    problem with two different answers is an error naming both rows."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"task.path = {str(path)!r} is invalid; allowed: an existing JSONL/parquet "
-                         f"file ({'a directory' if path.is_dir() else 'no such file'})")
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as e:
-            raise ImportError("reading parquet needs pyarrow (pip install pyarrow)") from e
-        rows = [(i + 1, r) for i, r in enumerate(pq.read_table(path).to_pylist())]
-        where = "row"
-    else:
-        rows, where = [], "line"
-        for i, raw in enumerate(path.read_bytes().splitlines(), 1):
-            r = _json_row(path, i, raw)
-            if r is not None:
-                rows.append((i, r))
-    out, seen, dups = [], {}, []
-    for i, r in rows:
-        for key in ("problem", "answer"):
-            why = _field_problem(r, key)
-            if why:
-                raise _row_error(path, where, i, why)
-        row = {"problem": r["problem"], "answer": str(r["answer"])}
-        if row["problem"] in seen:
-            j, answer = seen[row["problem"]]
-            if answer != row["answer"]:
-                raise _row_error(path, where, i, f"same problem as {where} {j} with another answer")
-            dups.append(i)
-            continue
-        seen[row["problem"]] = (i, row["answer"])
-        out.append(row)
-    if dups:
-        warnings.warn(f"task.path = {str(path)!r}: dropped {len(dups)} duplicate row(s) ({where}s "
-                      f"{', '.join(map(str, dups[:10]))}{', ...' if len(dups) > 10 else ''}); "
-                      f"{len(out)} distinct rows kept", stacklevel=2)
-    return out
-
-
 def _parse(text: str):
     from math_verify import parse
     return parse(f"${text}$", parsing_timeout=None)
@@ -239,31 +131,74 @@ def canonical_answer(boxed: str, parsed=None) -> str:
         return "".join(boxed.split())
 
 
+def cap_ids(ids: list[int], n: int, seed: int) -> list[int]:
+    """At most n of `ids` (0 or n >= len: all), chosen by a seeded permutation (a larger n keeps
+    every id a smaller n chose), in ascending order."""
+    if not n or n >= len(ids):
+        return list(ids)
+    order = np.random.default_rng([seed, 1]).permutation(len(ids))[:n]
+    return sorted(ids[i] for i in order)
+
+
 class MathTask(Task):
-    """Problems with one reference answer each; no SFT generator, no enumerable correct set."""
+    """Problems with one reference answer each; no SFT generator, no enumerable correct set.
+
+    Rows come from `path` (see llm.tasks.data.read_rows for the columns, answer formats and hf:
+    sources). The test split is `eval_path`'s rows when given, else a seeded `test_fraction` share of
+    `path`'s rows; `num_prompts` caps the training prompts (0: all; a seeded choice that does not
+    touch the test split). Prompt ids: row i of `path` has id i, row j of `eval_path` id len(path) + j.
+    A string prompt is shown through `template`; a conversational row (role/content messages, only
+    with `chat_template`) is a llm.chat.ChatText used as given (no template)."""
 
     name = "math"
 
     def __init__(self, path, test_fraction: float = 0.25, seed: int = 0, template: str = TEMPLATE,
-                 num_prompts: int = 0):
-        rows = read_rows(path)
-        if num_prompts:
-            rows = rows[:num_prompts]
-        if len(rows) < 2:
-            raise ValueError(f"task.path = {str(path)!r} has {len(rows)} rows; need >= 2")
-        self._all = [Prompt(i, template.format(problem=r["problem"]), r["answer"])
-                     for i, r in enumerate(rows)]
-        self._train, self._test = split_ids(len(rows), test_fraction, np.random.default_rng(seed))
+                 num_prompts: int = 0, *, eval_path: str = "", prompt_column: str = "problem",
+                 answer_column: str = "answer", answer_format: str = "plain", chat_template: bool = False):
+        cols = dict(prompt_column=prompt_column, answer_column=answer_column, answer_format=answer_format,
+                    messages_ok=chat_template)
+        rows = read_rows(path, **cols)
+        if eval_path:
+            test_rows = read_rows(eval_path, field="task.eval_path", **cols)
+            for field, where, got in (("task.path", path, rows), ("task.eval_path", eval_path, test_rows)):
+                if not got:
+                    raise ValueError(f"{field} = {str(where)!r} is invalid; allowed: a data set with >= 1 "
+                                     "row (it has 0)")
+            train, test = list(range(len(rows))), list(range(len(rows), len(rows) + len(test_rows)))
+            seen = {prompt_key(r["problem"]) for r in rows}
+            both = sum(prompt_key(r["problem"]) in seen for r in test_rows)
+            if both:
+                warnings.warn(f"task.eval_path = {str(eval_path)!r}: {both} of its {len(test_rows)} problems "
+                              f"are also in task.path", stacklevel=2)
+            rows = rows + test_rows
+        else:
+            if len(rows) < 2:
+                raise ValueError(f"task.path = {str(path)!r} has {len(rows)} rows; need >= 2")
+            train, test = split_ids(len(rows), test_fraction, np.random.default_rng(seed))
+        self._train, self._test = cap_ids(train, num_prompts, seed), test
+        self._all = {i: Prompt(i, self._text(rows[i]["problem"], template), rows[i]["answer"])
+                     for i in sorted(self._train + self._test)}
         self._golds: dict = {}
+
+    @staticmethod
+    def _text(problem, template: str):
+        """The prompt text: the template around a string problem, a ChatText of a messages row."""
+        if isinstance(problem, str):
+            return template.format(problem=problem)
+        from ..chat import ChatText
+        return ChatText(problem)
 
     @classmethod
     def from_config(cls, tcfg):
         """The task of TaskConfig `tcfg`."""
-        return cls(tcfg.path, tcfg.test_fraction, tcfg.seed)
+        return cls(tcfg.path, tcfg.test_fraction, tcfg.seed, num_prompts=tcfg.num_prompts,
+                   eval_path=tcfg.eval_path, prompt_column=tcfg.prompt_column,
+                   answer_column=tcfg.answer_column, answer_format=tcfg.answer_format,
+                   chat_template=tcfg.chat_template)
 
     def prompts(self, split: str) -> list[Prompt]:
         check_split(split)
-        ids = {"train": self._train, "test": self._test}.get(split, range(len(self._all)))
+        ids = {"train": self._train, "test": self._test}.get(split, list(self._all))
         return [self._all[i] for i in ids]
 
     def check(self, prompt: Prompt, response: str) -> Score:

@@ -12,7 +12,7 @@ import itertools
 
 import numpy as np
 
-from .base import Prompt, Score, Task, check_split, split_ids
+from .base import DEFAULT_NUM_PROMPTS, Prompt, Score, Task, check_split, split_ids
 
 
 def solutions(t: int, m: int, d: int) -> list[str]:
@@ -44,7 +44,7 @@ class MultiSolution(Task):
     @classmethod
     def from_config(cls, tcfg):
         """The task of TaskConfig `tcfg`."""
-        return cls(tcfg.num_prompts, tcfg.test_fraction, tcfg.difficulty, tcfg.seed)
+        return cls(tcfg.num_prompts or DEFAULT_NUM_PROMPTS, tcfg.test_fraction, tcfg.difficulty, tcfg.seed)
 
     def prompts(self, split: str) -> list[Prompt]:
         check_split(split)

@@ -156,3 +156,15 @@ def test_final_model_hf_layout_tied_embeddings(tmp_path):
     with torch.no_grad(), gathered(model):
         want = model(x).logits
     assert torch.equal(loaded(x).logits, want)
+
+
+@pytest.mark.parametrize("model, allowed", [
+    ("bandit", r"^dist.strategy = 'fsdp2' is invalid for model.name = 'bandit'; allowed: ddp$"),
+    ("lora", r"^dist.strategy = 'fsdp2' is invalid with model.lora_rank > 0; allowed: ddp$")])
+def test_fsdp2_refuses_bandit_and_lora(bandit_config, train_config, tmp_path, model, allowed):
+    if model == "bandit":
+        cfg = bandit_config(tmp_path, dist={"strategy": "fsdp2"})
+    else:
+        cfg = train_config(tmp_path, "tiny", "grpo", dist={"strategy": "fsdp2"}, model={"lora_rank": 2})
+    with pytest.raises(ValueError, match=allowed):
+        train(cfg)

@@ -213,3 +213,16 @@ def test_population_advantages_equal_a_group_with_the_same_distribution():
     assert torch.allclose(pk, population_advantages(x, pi, "passk", k=4, success=succ)[0, big], atol=5e-3)
     with pytest.raises(ValueError, match="population advantages are defined"):
         population_advantages(x, pi, "unlikeliness")
+
+
+@pytest.mark.parametrize("kind", ["grpo", "dr_grpo", "rloo"])
+def test_empty_batch_has_no_group_to_check(kind):
+    """DAPO can drop every group of a step (all rewards equal): the empty batch gives empty advantages,
+    and the dapo recipe prepares it without error (regression: min() of an empty tensor)."""
+    from collapse_lab.objective import Batch, recipe
+    empty = torch.zeros(0, dtype=torch.float64)
+    assert group_advantages(empty, torch.zeros(0, dtype=torch.long), kind).shape == (0,)
+    b = Batch(logp=torch.zeros(0, 3, dtype=torch.float64), rewards=empty, group=torch.zeros(0, dtype=torch.long),
+              old_logp=torch.zeros(0, 3, dtype=torch.float64), mask=torch.zeros(0, 3, dtype=torch.float64))
+    p = recipe("dapo").prepare(b)
+    assert p.policy.tokens == 0
