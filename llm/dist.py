@@ -42,10 +42,10 @@ def init_distributed(pref: str = "auto") -> Dist:
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world == 1:
         return Dist(0, 1, device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before NCCL starts: its communicator lives on this device
     if not tdist.is_initialized():
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
     return Dist(tdist.get_rank(), tdist.get_world_size(), device)
 
 
