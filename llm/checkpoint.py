@@ -204,7 +204,9 @@ def checkpoint_config(path) -> dict | None:
 
 
 RESUME_FREE = frozenset({"run.out_dir", "run.progress", "run.tensorboard", "run.steps", "run.save_every",
-                         "run.resume", "run.threads", "run.device", "run.allow_config_change"})
+                         "run.resume", "run.threads", "run.device", "run.allow_config_change",
+                         "run.eval_every", "run.eval_samples", "run.eval_k", "run.eval_prompts", "run.wandb",
+                         "run.wandb_project", "run.wandb_name", "run.progress_every", "run.progress_interval_s"})
 """Fields that may change between a checkpoint and its resumption (they do not change the run)."""
 
 

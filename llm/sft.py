@@ -23,6 +23,7 @@ from .dist import pick_device
 from .guards import parameter_problem
 from .logger import MetricsLogger
 from .models import load_model, save_model
+from .progress import Progress
 from .rollout import encode_prompt, sequence_logp
 from .tasks import TASKS, make_task
 
@@ -83,12 +84,10 @@ def sft(cfg: SFTConfig):
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft.lr)
     rng = np.random.default_rng(cfg.run.seed)
     log = MetricsLogger(cfg.run.out_dir)
-    steps = range(cfg.run.steps)
-    if cfg.run.progress:
-        from tqdm import tqdm
-        steps = tqdm(steps, desc="sft")
+    bar = Progress(cfg.run.steps, 0, "sft", cfg.run.progress, cfg.run.progress_every, cfg.run.progress_interval_s,
+                   keys=("sft_loss",))  # tqdm on a TTY, else plain lines
     dtype = next(model.parameters()).dtype
-    for step in steps:
+    for step in range(cfg.run.steps):
         ptoks, ids, mask = make_batch(task, tok, prompts, cfg.sft.batch_size, rng, cfg.sft.wrong_share)
         logp, _ = sequence_logp(model, ptoks, ids.to(device), mask.to(device, dtype), tok.pad_id)
         loss = -logp.sum() / mask.sum()
@@ -104,9 +103,10 @@ def sft(cfg: SFTConfig):
         if problem:
             raise ValueError(f"sft.lr = {cfg.sft.lr!r} is invalid; allowed: a smaller learning rate "
                              f"(optimizer step {step + 1}: {problem}; no model was saved)")
-        log.log(step + 1, {"sft_loss": float(loss.detach())})
-        if cfg.run.progress:
-            steps.set_postfix(loss=f"{loss.item():.3f}")
+        metrics = {"sft_loss": float(loss.detach())}
+        log.log(step + 1, metrics)
+        bar.update(step + 1, metrics)
+    bar.close()
     save_model(model, tok, f"{cfg.run.out_dir}/model")
     log.close()
     return model, tok

@@ -51,14 +51,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import os
-import shutil
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,16 +64,8 @@ from collapse_lab.metrics import distinct_correct
 from collapse_lab.objective import Batch, Prepared, PromptHistory, RefSamples, dynamic_sampling_keep, successes
 
 from . import config as C
-from .checkpoint import (
-    checkpoint_config,
-    config_changes,
-    latest_checkpoint,
-    load_checkpoint,
-    replace_dir,
-    save_checkpoint,
-    save_final,
-    seed_everything,
-)
+from .chat import check_tokenizer
+from .checkpoint import save_checkpoint, seed_everything
 from .dist import (
     Dist,
     all_reduce,
@@ -89,16 +78,20 @@ from .dist import (
     rollout_engine,
     wrap_model,
 )
+from .evaluate import periodic_eval
 from .experience import Experience, RefStore, collect, presample, sample_seed
 from .guards import check_outputs, check_parameters, finite_update
-from .logger import MetricsLogger
-from .lora import adapter_parameters, apply_lora, merged_model
+from .logger import MetricsLogger, step_stats
+from .lora import adapter_parameters, apply_lora
 from .memory import MemorySampler, build_memory
 from .models import BanditLM, enable_gradient_checkpointing, load_model
 from .precision import Precision, check_master_dtype, low_precision_warning, make_precision
+from .progress import Progress
 from .rollout import make_engine, sequence_logp
+from .schedule import lr_at, set_lr
 from .tasks import make_task
 from .tasks.base import STATUSES
+from .trainer_state import resume, resume_point, save_final_model, trainer_state
 
 
 @dataclass
@@ -159,6 +152,7 @@ def setup(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
         raise ValueError(f"rollout.max_new_tokens = {cfg.rollout.max_new_tokens} is invalid for "
                          "BanditLM; allowed: 1")
     mc, dtype = cfg.model, next(model.parameters()).dtype
+    check_tokenizer(tok, cfg.task.chat_template)  # before any rollout: the template must exist
     check_master_dtype(dtype, mc.autocast)
     if (msg := low_precision_warning(dtype, mc.autocast, cfg.optim.optimizer)) and dist.is_main:
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
@@ -404,71 +398,12 @@ def gather_history(ctx: Context, exp: Experience) -> None:
         ctx.history.update(ids, succ)
 
 
-def trainer_state(ctx: Context) -> dict:
-    return {"history": ctx.history.state_dict(),
-            "refstore": ctx.refstore.state_dict() if ctx.refstore is not None else None,
-            "memory": ctx.memory.state_dict() if ctx.memory is not None else None,
-            "precision": ctx.precision.state_dict()}
-
-
-def resume_point(cfg: TrainConfig) -> Path:
-    """The checkpoint run.resume continues from, after checking its config against `cfg`: a change in a
-    field outside RESUME_FREE is a ValueError listing the fields, a warning with run.allow_config_change."""
-    path = latest_checkpoint(cfg.run.out_dir)
-    if path is None:
-        raise ValueError(f"run.resume = True is invalid; allowed: an out_dir holding a checkpoint "
-                         f"({cfg.run.out_dir}/checkpoints has none)")
-    saved = checkpoint_config(path)
-    current = json.loads(json.dumps(C.to_dict(cfg)))
-    changes = config_changes(saved, current) if saved is not None else {
-        "config.json": ("<missing: checkpoint written before configs were stored>", "<required>")}
-    if changes:
-        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
-        if not cfg.run.allow_config_change:
-            raise ValueError(f"run.resume = True is invalid with this config; allowed: the config of checkpoint "
-                             f"{path} or run.allow_config_change = true. Changed (checkpoint -> now): {listed}")
-        warnings.warn(f"run.allow_config_change = true: resuming {path} with a changed config "
-                      f"(checkpoint -> now): {listed}", RuntimeWarning, stacklevel=2)
-    return path
-
-
-def resume(ctx: Context, path: Path) -> None:
-    """Load checkpoint `path`: weights, optimiser (unless the optimiser type changed), RNG, history,
-    DPH store and memory. The current config's optimiser hyperparameters (lr, weight decay) win."""
-    saved = checkpoint_config(path) or {}
-    same_opt = saved.get("optim", {}).get("optimizer") == ctx.cfg.optim.optimizer
-    if not same_opt:
-        warnings.warn(f"optim.optimizer changed to {ctx.cfg.optim.optimizer!r}: its state starts fresh",
-                      RuntimeWarning, stacklevel=2)
-    state = load_checkpoint(path, ctx.model, ctx.optimizer if same_opt else None)
-    for group in ctx.optimizer.param_groups:  # a no-op unless run.allow_config_change let them change
-        group.update({k: v for k, v in ctx.optimizer.defaults.items() if k in group})
-    ctx.step = int(state["step"])
-    ctx.history.load_state_dict(state["history"])
-    scaler = ctx.precision if ctx.precision.scaler is not None else None
-    for name, part in (("refstore", ctx.refstore), ("memory", ctx.memory), ("precision", scaler)):
-        if part is not None and state.get(name) is not None:
-            part.load_state_dict(state[name])
-        elif part is not None:
-            warnings.warn(f"checkpoint {path} has no {name} state: it starts fresh", RuntimeWarning, stacklevel=2)
-
-
-def save_final_model(ctx: Context) -> None:
-    """out_dir/model (Hugging Face layout) written into model.tmp, then moved into place
-    (llm.checkpoint.replace_dir); a LoRA policy is saved merged (llm.lora.merged_model). Every
-    process calls it (FSDP2 gathers the weights)."""
-    out, main = Path(ctx.cfg.run.out_dir), ctx.dist.is_main
-    if main:
-        shutil.rmtree(out / "model.tmp", ignore_errors=True)
-    policy = ctx.model if ctx.lora is None else merged_model(ctx.lora) if main else None  # LoRA: no FSDP2
-    save_final(policy, ctx.tok, out / "model.tmp", ctx.dist)
-    if main:
-        replace_dir(out / "model.tmp", out / "model")
-
-
 def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
     """Run cfg.run.steps training steps (continuing from the latest checkpoint with run.resume).
 
+    Each step: set the step's learning rate (llm/schedule.py, a pure function of the step), roll out,
+    update, log the metrics with the lr, truncation rate and tokens/s (llm.logger.step_stats) and, every
+    run.eval_every steps, the held-out evaluation (llm.evaluate.periodic_eval); checkpoint.
     A `model` passed in is trained in place (copy it first to keep the original); returns the Context.
     """
     ckpt = resume_point(cfg) if cfg.run.resume else None  # config checked before any work
@@ -478,41 +413,46 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
         resume(ctx, ckpt)
     if main:  # the run is known to start
         C.save(cfg, cfg.run.out_dir)  # atomic
-    log = MetricsLogger(cfg.run.out_dir, main, cfg.run.tensorboard, resume=cfg.run.resume)
+    wandb = (dict(project=cfg.run.wandb_project, name=cfg.run.wandb_name, config=C.to_dict(cfg))
+             if cfg.run.wandb else None)  # optional, beside metrics.jsonl and TensorBoard
+    log = MetricsLogger(cfg.run.out_dir, main, cfg.run.tensorboard, resume=cfg.run.resume, wandb=wandb)
     log.truncate_after(ctx.step)
-    start, bar = ctx.step, None
-    if main and cfg.run.progress:
-        from tqdm import tqdm
-        bar = tqdm(total=cfg.run.steps, initial=ctx.step, desc=f"rl {ctx.recipe.name}")
+    start = ctx.step
+    bar = Progress(cfg.run.steps, ctx.step, f"rl {ctx.recipe.name}", main and cfg.run.progress,
+                   cfg.run.progress_every, cfg.run.progress_interval_s)  # tqdm on a TTY, else plain lines
     while ctx.step < cfg.run.steps:
         t0 = time.perf_counter()
+        lr = lr_at(ctx.step, cfg.optim, cfg.run.steps)         # a pure function of the step: resumes exactly
+        set_lr(ctx.optimizer, lr)
         exp = rollout_step(ctx, ctx.step)                       # rollouts -> rewards, outcome ids
+        t_rollout = time.perf_counter() - t0
         check_outputs(ctx, exp, start)
         if ctx.ref_model is not None:
             add_reference_logp(ctx, exp)
         metrics = rollout_metrics(exp, ctx.dist)
         if ctx.refstore is not None:
             metrics["pef_prompts"] = float(len(ctx.refstore.samples))  # size of DPH's D_pef
+        t1 = time.perf_counter()
         metrics.update(ppo_update(ctx, exp))                    # recipe loss, PPO epochs
+        t_update = time.perf_counter() - t1
         gather_history(ctx, exp)                                # counts *after* the loss used them
         if ctx.memory is not None:
             metrics["memory_loss"] = ctx.memory.update(exp.prompt_tokens, exp.tokens.to(ctx.dist.device),
                                                        exp.mask.to(ctx.dist.device))
         ctx.step += 1
         metrics["time_s"] = time.perf_counter() - t0
+        metrics.update(lr=lr, **step_stats(exp, ctx.tok, ctx.dist, t_rollout, t_update, cfg.optim.ppo_epochs))
+        if cfg.run.eval_every and (ctx.step % cfg.run.eval_every == 0 or ctx.step == cfg.run.steps):
+            metrics.update(periodic_eval(ctx))                  # eval/pass@k etc. on held-out prompts
         log.log(ctx.step, metrics)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward", "pass@1", "distinct_correct", "loss")
-                             if k in metrics})
+        bar.update(ctx.step, metrics)
         every = cfg.run.save_every
         if (every and ctx.step % every == 0) or ctx.step == cfg.run.steps:  # every process (FSDP2 shards)
             save_checkpoint(cfg.run.out_dir, ctx.step, ctx.model, ctx.optimizer, trainer_state(ctx),
                             config=C.to_dict(cfg), dist=ctx.dist)
     save_final_model(ctx)
     barrier(ctx.dist)
-    if bar is not None:
-        bar.close()
+    bar.close()
     log.close()
     return ctx
 

@@ -51,15 +51,17 @@ def _torchrun(cfg_file) -> None:
 
 def test_fsdp2_two_processes_resumed_equal_one(sft_model, train_config, tmp_path):
     """2 gloo processes, FSDP2, gradient accumulation (micro_groups 1) over 2 minibatches, AdamW; the
-    run stops after 2 steps and resumes from its sharded checkpoint to 4 = one process, 4 steps."""
-    train(train_config(tmp_path / "single", sft_model, "grpo", steps=4, **KW))
-    cut = train_config(tmp_path / "fsdp", sft_model, "grpo", steps=2, dist={"strategy": "fsdp2"}, **KW)
+    run stops after 2 steps and resumes from its sharded checkpoint to 4 = one process, 4 steps
+    (weights, losses, gradient norms, the held-out evaluation at step 4)."""
+    ev = {"eval_every": 4, "eval_samples": 4}  # held-out eval at step 4: sampling with gathered shards
+    train(train_config(tmp_path / "single", sft_model, "grpo", steps=4, run=ev, **KW))
+    cut = train_config(tmp_path / "fsdp", sft_model, "grpo", steps=2, dist={"strategy": "fsdp2"}, run=ev, **KW)
     _torchrun(C.save(cut, tmp_path / "a"))
     ckpt = latest_checkpoint(tmp_path / "fsdp")
     assert ckpt.name == "step_00000002" and (ckpt / "dcp" / ".metadata").is_file()
     assert not (ckpt / "model.safetensors").exists()  # sharded, not a gathered copy
     resumed = train_config(tmp_path / "fsdp", sft_model, "grpo", steps=4, dist={"strategy": "fsdp2"},
-                           run={"resume": True}, **KW)
+                           run={"resume": True, **ev}, **KW)
     _torchrun(C.save(resumed, tmp_path / "b"))
     a, b = _weights(tmp_path / "single" / "model"), _weights(tmp_path / "fsdp" / "model")
     assert (a - _weights(sft_model)).abs().max() > 1e-4  # training moved the weights
@@ -69,6 +71,8 @@ def test_fsdp2_two_processes_resumed_equal_one(sft_model, train_config, tmp_path
     assert [r["pass@1"] for r in ra] == [r["pass@1"] for r in rb]  # the same samples were drawn
     assert all(abs(x["loss"] - y["loss"]) < 1e-9 for x, y in zip(ra, rb))
     assert all(abs(x["grad_norm"] - y["grad_norm"]) < 1e-9 for x, y in zip(ra, rb))
+    evals = [k for k in ra[-1] if k.startswith("eval/") and k != "eval/time_s"]  # time_s: wall clock
+    assert evals and all(abs(ra[-1][k] - rb[-1][k]) < 1e-9 for k in evals)
 
 
 def test_fsdp2_one_process_equals_ddp_and_resumes(sft_model, train_config, tmp_path):

@@ -122,7 +122,8 @@ def test_identical_across_runs_and_thread_counts(sft_model, train_config, tmp_pa
             cfg = train_config(tmp_path / str(i), sft_model, "grpo", steps=2, run={"threads": threads})
             ctx = train(cfg)
             weights.append(torch.cat([p.detach().flatten() for p in ctx.model.parameters()]))
-            metrics.append([{k: v for k, v in r.items() if k != "time_s"} for r in read_metrics(tmp_path / str(i))])
+            metrics.append([{k: v for k, v in r.items() if not k.endswith("_s")}  # wall-clock: time_s, *_per_s
+                            for r in read_metrics(tmp_path / str(i))])
             assert latest_checkpoint(tmp_path / str(i)).name == "step_00000002"
     finally:
         torch.set_num_threads(1)
