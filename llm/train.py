@@ -68,7 +68,6 @@ from .chat import check_tokenizer
 from .checkpoint import save_checkpoint, seed_everything
 from .dist import (
     Dist,
-    all_reduce,
     all_reduce_dict,
     all_reduce_many,
     barrier,
@@ -310,16 +309,18 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
     ref = ctx.refstore.ref_rows(exp.prompt_id.tolist(), exp.slot.tolist()) if ctx.refstore is not None else None
     batch = step_batch(ctx, exp, ref)
     prepared = ctx.recipe.prepare(batch, reduce=reduce)
+    plan = []  # per minibatch m, the same in every epoch: (its global denominators, its micro-batches)
+    for m in range(M):
+        groups = [g for g in exp.slot.unique().tolist() if g % M == m]
+        rows_m = torch.isin(exp.slot, torch.tensor(groups, dtype=torch.long))
+        den = prepared if M == 1 else prepared.select(rows_m).renormalized(batch.select(rows_m), reduce)
+        size = oc.micro_groups or max(len(groups), 1)
+        plan.append((den, [groups[i:i + size] for i in range(0, len(groups), size)]))
+    n_micros = all_reduce_many([len(micro) for _, micro in plan], dist, "max")  # one collective
     for _ in range(oc.ppo_epochs):
-        for m in range(M):
-            groups = [g for g in exp.slot.unique().tolist() if g % M == m]
-            rows_m = torch.isin(exp.slot, torch.tensor(groups, dtype=torch.long))
-            den = prepared if M == 1 else prepared.select(rows_m).renormalized(batch.select(rows_m), reduce)
+        for (den, micro), n_micro in zip(plan, map(int, n_micros)):
             if den.policy.tokens == 0 and den.ref.rows == 0:  # global: the same on every process
                 continue
-            size = oc.micro_groups or max(len(groups), 1)
-            micro = [groups[i:i + size] for i in range(0, len(groups), size)]
-            n_micro = int(all_reduce(len(micro), dist, "max"))
             ctx.optimizer.zero_grad(set_to_none=True)
             part = {}
             for i in range(n_micro):
