@@ -10,6 +10,14 @@ Nothing loaded can run code: `optim.pt` and `state.pt` hold only tensors and pla
 numpy arrays (RNG state, history counts) are stored as tensors. A file holding anything else (a pickle
 with a `__reduce__` payload) is refused with a ValueError before any of it is executed.
 `config.json` is the resolved run config, compared with the current one on resume (llm.train).
+
+FSDP2 (`dist.strategy = "fsdp2"`, llm.fsdp): the model and optimiser are saved sharded, every process
+writing its own shards with torch.distributed.checkpoint into `step_.../dcp/` (read by `dcp.load` into
+the sharded state dicts of `get_state_dict`, applied with `set_state_dict`: a resumed run continues
+exactly; llm.fsdp.load_sharded reads DCP's pickled metadata with an allow-list unpickler and its
+non-tensor items with weights_only, so loading runs no code either); `state.pt` and `config.json` as
+above. The final model is gathered to the main process and written in the Hugging Face layout
+(`save_final`).
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from collapse_lab.runs import atomic_write
+
+from .dist import Dist, barrier
+from .fsdp import full_state_dict, is_sharded, load_sharded, save_sharded
 
 
 def _fsync(path) -> None:
@@ -110,27 +121,60 @@ def _unwrap(model):
 
 
 def save_checkpoint(out_dir, step: int, model, optimizer, state: dict, keep_last: int = 2,
-                    config: dict | None = None) -> Path:
+                    config: dict | None = None, dist: Dist | None = None) -> Path | None:
     """Write checkpoint `step` atomically. `state`: trainer state of tensors, numpy arrays (stored as
-    tensors) and plain containers; `config`: the resolved run config (JSON)."""
+    tensors) and plain containers; `config`: the resolved run config (JSON). Every process calls it:
+    an FSDP2 model is saved sharded by all of them, a DDP / single model by the main process only
+    (the others return None)."""
+    dist = dist or Dist()
+    sharded = is_sharded(model)
+    if not sharded and not dist.is_main:
+        return None
     root = Path(out_dir, "checkpoints")
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
     tmp = root / f"step_{step:08d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(_unwrap(model), str(tmp / "model.safetensors"))
-    torch.save(to_safe(optimizer.state_dict()), tmp / "optim.pt")
-    torch.save(to_safe({"step": step, "rng": rng_state(), **state}), tmp / "state.pt")
-    if config is not None:
-        (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
-    replace_dir(tmp, final)
-    atomic_write_text(root / "latest", final.name)
-    done = sorted(p for p in root.glob("step_*") if p.suffix not in (".tmp", ".old"))
-    stale = [p for p in root.glob("step_*") if p.suffix in (".tmp", ".old")]  # left by a crash
-    for old in done[:-keep_last] + stale:
-        shutil.rmtree(old, ignore_errors=True)
+    if dist.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    if sharded:
+        barrier(dist)  # tmp exists before any process writes its shards
+        save_sharded(tmp / "dcp", model, optimizer)
+    else:
+        save_model(_unwrap(model), str(tmp / "model.safetensors"))
+        torch.save(to_safe(optimizer.state_dict()), tmp / "optim.pt")
+    if dist.is_main:
+        torch.save(to_safe({"step": step, "rng": rng_state(), **state}), tmp / "state.pt")
+        if config is not None:
+            (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
+        replace_dir(tmp, final)
+        atomic_write_text(root / "latest", final.name)
+        done = sorted(p for p in root.glob("step_*") if p.suffix not in (".tmp", ".old"))
+        stale = [p for p in root.glob("step_*") if p.suffix in (".tmp", ".old")]  # left by a crash
+        for old in done[:-keep_last] + stale:
+            shutil.rmtree(old, ignore_errors=True)
+    if sharded:
+        barrier(dist)  # the checkpoint is in place before any process goes on
     return final
+
+
+def save_final(model, tok, path, dist: Dist | None = None) -> None:
+    """The model in the Hugging Face layout (config.json, model.safetensors, tokenizer files) in
+    directory `path`, written by the main process. Every process calls it: an FSDP2 model's full
+    state dict is first gathered to the main process."""
+    dist = dist or Dist()
+    if not is_sharded(model):
+        if dist.is_main:
+            from .models import save_model as save_pretrained
+            save_pretrained(model, tok, path)
+        return
+    sd = full_state_dict(model)  # a collective: every process
+    if dist.is_main:
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+        Path(path).mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(path, state_dict=sd)
+        tok.save(path)
 
 
 def latest_checkpoint(out_dir) -> Path | None:
@@ -166,19 +210,34 @@ RESUME_FREE = frozenset({"run.out_dir", "run.progress", "run.tensorboard", "run.
 """Fields that may change between a checkpoint and its resumption (they do not change the run)."""
 
 
-def config_changes(saved: dict, current: dict, free=RESUME_FREE) -> dict:
+def config_changes(saved: dict, current: dict, free=RESUME_FREE, defaults: dict | None = None) -> dict:
     """{'section.field': (saved value, current value)} for the fields outside `free` that differ
-    between two nested config dicts (JSON layout); a field missing on one side is '<absent>'."""
-    old = {f"{sec}.{k}": v for sec, vals in saved.items() for k, v in vals.items()}
-    new = {f"{sec}.{k}": v for sec, vals in current.items() for k, v in vals.items()}
+    between two nested config dicts (JSON layout); a field missing on one side is '<absent>'. A field
+    the checkpoint predates (absent in `saved`) whose current value is its default in `defaults` (the
+    same layout) is no change: the older run ran with that default's behaviour."""
+    flat = lambda d: {f"{sec}.{k}": v for sec, vals in (d or {}).items() for k, v in vals.items()}  # noqa: E731
+    old, new, dflt = flat(saved), flat(current), flat(defaults)
+    same = lambda k: old.get(k, "<absent>") == new.get(k, "<absent>") or (  # noqa: E731
+        k not in old and k in dflt and new.get(k) == dflt[k])
     return {k: (old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(old.keys() | new.keys())
-            if k not in free and old.get(k, "<absent>") != new.get(k, "<absent>")}
+            if k not in free and not same(k)}
 
 
 def load_checkpoint(path, model, optimizer=None) -> dict:
-    """Load weights (and optimiser) in place, restore RNG states, return the trainer state dict."""
+    """Load weights (and optimiser) in place, restore RNG states, return the trainer state dict.
+    A sharded checkpoint (`dcp/`) is loaded by every process of an FSDP2 run."""
     path = Path(path)
     state = safe_load(path / "state.pt")  # first: a refused file stops before anything is changed
+    if (path / "dcp").is_dir():
+        if not is_sharded(model):
+            raise ValueError(f"checkpoint {path} is sharded (dist.strategy = 'fsdp2'); allowed: resuming it "
+                             "with dist.strategy = 'fsdp2'")
+        load_sharded(path / "dcp", model, optimizer)
+        set_rng_state(state["rng"])
+        return state
+    if is_sharded(model):
+        raise ValueError(f"checkpoint {path} is not sharded (dist.strategy = 'ddp'); allowed: resuming it "
+                         "with dist.strategy = 'ddp'")
     optim = safe_load(path / "optim.pt") if optimizer is not None else None
     missing, unexpected = load_model(_unwrap(model), str(path / "model.safetensors"), strict=False)
     if unexpected or [m for m in missing if "rotary" not in m]:

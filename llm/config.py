@@ -352,6 +352,21 @@ class RunConfig:
         _check(self.progress_interval_s > 0, f"{p}.progress_interval_s", self.progress_interval_s, "> 0")
 
 
+STRATEGIES = ("ddp", "fsdp2")
+
+
+@dataclass
+class DistConfig:
+    strategy: str = "ddp"
+    """Data parallelism over torchrun processes: ddp (DistributedDataParallel, a full replica per
+    process) or fsdp2 (torch.distributed.fsdp.fully_shard per decoder layer and the root: parameters,
+    gradients and optimiser state sharded; sharded checkpoints via torch.distributed.checkpoint). Both
+    give the same updates."""
+
+    def validate(self, p: str = "dist") -> None:
+        _check(self.strategy in STRATEGIES, f"{p}.strategy", self.strategy, ", ".join(STRATEGIES))
+
+
 # ---------------------------------------------------------------- parsing ---------------------------
 # The parsing half lives in llm/cli.py; its names are re-exported here (C.parse, C.run_cli, C.save, ...).
 from .cli import (  # noqa: E402,F401

@@ -17,10 +17,17 @@ import torch
 from .dist import all_reduce
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This process's shard of an FSDP2 DTensor (a plain tensor: itself); an empty shard as one 0."""
+    t = t.to_local() if hasattr(t, "to_local") else t
+    return t if t.numel() else t.new_zeros(1)
+
+
 def max_abs(tensors) -> torch.Tensor:
-    """(N,) float64 max |x| of each tensor, NaN where a tensor holds a NaN: one fused
-    torch._foreach_norm(ord=inf) pass, no host sync (the caller syncs once on the result)."""
-    norms = torch._foreach_norm(list(tensors), float("inf"))
+    """(N,) float64 max |x| of each tensor (of this process's shard under FSDP2: callers reduce the
+    verdict over processes), NaN where a tensor holds a NaN: one fused torch._foreach_norm(ord=inf)
+    pass, no host sync (the caller syncs once on the result)."""
+    norms = torch._foreach_norm([_local(t) for t in tensors], float("inf"))
     return torch.stack([n.to(torch.float64) for n in norms])
 
 

@@ -2,6 +2,7 @@
 
     python -m llm.train --model.name runs/sft/model --task.name multisolution --recipe.name ips_grpo
     torchrun --nproc-per-node 2 -m llm.train --config run.toml          # DDP (gloo on CPU)
+    torchrun --nproc-per-node 8 -m llm.train --config run.toml --dist.strategy fsdp2   # FSDP2 (NCCL)
 
 How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 2024):
 1. No value network, no GAE. The whole loss (reward shaping, advantage, advantage weights, clipped
@@ -20,7 +21,7 @@ How this departs from textbook PPO (Schulman et al. 2017) and GRPO (Shao et al. 
    is its exact share of the minibatch loss, so gradient accumulation and DDP give the gradient of
    one big batch, for every recipe (tests/llm/test_train.py: grpo, std="batch", ISAC normalize,
    DAPO, DPH-JS, Dr. GRPO to 1e-10 in float64; tests/llm/test_resume_ddp.py: 2 processes = 1).
-   DDP averages gradients, so each process backpropagates loss * world.
+   DDP and FSDP2 (dist.strategy, llm/fsdp.py) average gradients, so each process backpropagates loss * world.
 4. The reverse-KL reference is a frozen copy of the initial model, built only when beta > 0 (with LoRA,
    model.lora_rank > 0, the policy itself with its adapters disabled: no copy; llm/lora.py). DPH runs
    no reference model during training: a pre-sampling pass splits the training prompts into D_pef
@@ -65,7 +66,17 @@ from collapse_lab.objective import Batch, Prepared, PromptHistory, RefSamples, d
 from . import config as C
 from .chat import check_tokenizer
 from .checkpoint import save_checkpoint, seed_everything
-from .dist import Dist, all_reduce, all_reduce_many, barrier, cleanup, init_distributed, wrap_model
+from .dist import (
+    Dist,
+    all_reduce_dict,
+    all_reduce_many,
+    barrier,
+    cleanup,
+    grad_sync,
+    init_distributed,
+    rollout_engine,
+    wrap_model,
+)
 from .evaluate import periodic_eval
 from .experience import Experience, RefStore, collect, presample, sample_seed
 from .guards import check_outputs, check_parameters, finite_update
@@ -90,6 +101,7 @@ class TrainConfig:
     recipe: C.RecipeConfig = field(default_factory=C.RecipeConfig)
     optim: C.OptimConfig = field(default_factory=C.OptimConfig)
     run: C.RunConfig = field(default_factory=C.RunConfig)
+    dist: C.DistConfig = field(default_factory=C.DistConfig)
 
 
 @dataclass
@@ -149,13 +161,17 @@ def setup(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
     if mc.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     recipe = cfg.recipe.build()
+    # reverse KL with beta > 0: frozen copy of the initial policy, copied before any sharding; with LoRA
+    # the policy itself, run with its adapters disabled (add_reference_logp): no second copy
+    ref_model = None if not recipe.needs_ref else model if lora is not None else \
+        copy.deepcopy(model).requires_grad_(False).eval()
+    C._check(not (cfg.dist.strategy == "fsdp2" and cfg.rollout.engine == "vllm"), "dist.strategy",
+             cfg.dist.strategy, "ddp with rollout.engine = vllm (the weight sync reads unsharded parameters)")
     engine = make_engine(cfg.rollout.engine, model, tok, cfg.rollout, recipe.sampler is not None)
-    ctx = Context(cfg, dist, task, model, wrap_model(model, dist), tok, recipe,
-                  make_optimizer(model, cfg.optim), engine,
-                  PromptHistory(), precision=make_precision(mc.autocast, dist.device, mc.tf32), lora=lora)
-    if recipe.needs_ref:  # reverse KL with beta > 0: frozen copy of the initial policy; with LoRA the
-        # policy itself, run with its adapters disabled (add_reference_logp): no second copy
-        ctx.ref_model = model if lora is not None else copy.deepcopy(model).requires_grad_(False).eval()
+    wrapped = wrap_model(model, dist, cfg.dist.strategy)  # FSDP2 shards `model` in place
+    ctx = Context(cfg, dist, task, model, wrapped, tok, recipe, make_optimizer(model, cfg.optim),
+                  rollout_engine(engine, wrapped), PromptHistory(),
+                  ref_model, precision=make_precision(mc.autocast, dist.device, mc.tf32), lora=lora)
     if recipe.sampler is not None:  # paper A: memory LM as a logits processor
         memory = build_memory(model, tok, cfg.model.memory_preset).to(dist.device)
         ctx.memory = MemorySampler(memory, recipe.sampler, tok, dist, cfg.rollout.temperature)
@@ -300,16 +316,18 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
     ref = ctx.refstore.ref_rows(exp.prompt_id.tolist(), exp.slot.tolist()) if ctx.refstore is not None else None
     batch = step_batch(ctx, exp, ref)
     prepared = ctx.recipe.prepare(batch, reduce=reduce)
+    plan = []  # per minibatch m, the same in every epoch: (its global denominators, its micro-batches)
+    for m in range(M):
+        groups = [g for g in exp.slot.unique().tolist() if g % M == m]
+        rows_m = torch.isin(exp.slot, torch.tensor(groups, dtype=torch.long))
+        den = prepared if M == 1 else prepared.select(rows_m).renormalized(batch.select(rows_m), reduce)
+        size = oc.micro_groups or max(len(groups), 1)
+        plan.append((den, [groups[i:i + size] for i in range(0, len(groups), size)]))
+    n_micros = all_reduce_many([len(micro) for _, micro in plan], dist, "max")  # one collective
     for _ in range(oc.ppo_epochs):
-        for m in range(M):
-            groups = [g for g in exp.slot.unique().tolist() if g % M == m]
-            rows_m = torch.isin(exp.slot, torch.tensor(groups, dtype=torch.long))
-            den = prepared if M == 1 else prepared.select(rows_m).renormalized(batch.select(rows_m), reduce)
+        for (den, micro), n_micro in zip(plan, map(int, n_micros)):
             if den.policy.tokens == 0 and den.ref.rows == 0:  # global: the same on every process
                 continue
-            size = oc.micro_groups or max(len(groups), 1)
-            micro = [groups[i:i + size] for i in range(0, len(groups), size)]
-            n_micro = int(all_reduce(len(micro), dist, "max"))
             ctx.optimizer.zero_grad(set_to_none=True)
             part = {}
             for i in range(n_micro):
@@ -317,7 +335,7 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
                 rows = exp.slot == exp.slot[0] if pad else torch.isin(exp.slot, torch.tensor(micro[i]))
                 p = dataclasses.replace(prepared.select(rows), policy=den.policy, ref=den.ref)
                 sync = i == n_micro - 1 or dist.world == 1
-                with ctx.ddp.no_sync() if not sync else contextlib.nullcontext():
+                with grad_sync(ctx.ddp, sync):
                     with prec.autocast():
                         loss, diag = micro_loss(ctx, exp, batch, ref, rows, p)
                     prec.backward(loss * (0.0 if pad else float(dist.world)))
@@ -347,7 +365,8 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
     if skipped and n_opt == 0:
         raise FloatingPointError(f"step {ctx.step + 1}: every minibatch of recipe {ctx.recipe.name!r} had a "
                                  f"non-finite loss or gradient ({skipped} skipped); last diagnostics: {part}")
-    out = {k: (all_reduce(v, dist) if k != "grad_norm" else v) / max(n_opt, 1) for k, v in sums.items()}
+    reduced = all_reduce_dict({k: v for k, v in sums.items() if k != "grad_norm"}, dist)  # one collective
+    out = {k: reduced.get(k, v) / max(n_opt, 1) for k, v in sums.items()}
     out["nonfinite_skips"] = float(skipped)
     out.update(prec.metrics(overflows))
     return out
@@ -355,17 +374,17 @@ def ppo_update(ctx: Context, exp: Experience) -> dict:
 
 def rollout_metrics(exp: Experience, dist: Dist) -> dict:
     """Reward, pass@1, unparsed/time-out shares, distinct correct answers per group, length."""
-    n = all_reduce(len(exp), dist)
     correct = successes(exp.rewards)
     distinct = sum(distinct_correct(exp.outcome[exp.slot == g].numpy(), correct[exp.slot == g].numpy())
                    for g in exp.slot.unique().tolist())
-    groups = all_reduce(len(exp.slot.unique()), dist)
-    s = lambda x: all_reduce(float(x), dist) / max(n, 1)  # noqa: E731
-    counts = dict(zip(STATUSES, all_reduce_many(status_counts(exp.status), dist)))
-    return {"reward": s(exp.rewards.sum()), "pass@1": s(correct.sum()),
+    local = [len(exp), len(exp.slot.unique()), exp.rewards.sum(), correct.sum(), exp.mask.sum(), distinct,
+             *status_counts(exp.status)]
+    n, groups, reward, passed, length, distinct, *counts = all_reduce_many(local, dist)  # one collective
+    counts = dict(zip(STATUSES, counts))
+    return {"reward": reward / max(n, 1), "pass@1": passed / max(n, 1),
             "unparsed_frac": counts["unparsed"] / max(n, 1), "timeout_frac": counts["timeout"] / max(n, 1),
             **{f"status/{k}": v for k, v in counts.items()},
-            "response_len": s(exp.mask.sum()), "distinct_correct": all_reduce(distinct, dist) / max(groups, 1),
+            "response_len": length / max(n, 1), "distinct_correct": distinct / max(groups, 1),
             "groups": groups}
 
 
@@ -437,11 +456,10 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
         log.log(ctx.step, metrics)
         bar.update(ctx.step, metrics)
         every = cfg.run.save_every
-        if main and ((every and ctx.step % every == 0) or ctx.step == cfg.run.steps):
+        if (every and ctx.step % every == 0) or ctx.step == cfg.run.steps:  # every process (FSDP2 shards)
             save_checkpoint(cfg.run.out_dir, ctx.step, ctx.model, ctx.optimizer, trainer_state(ctx),
-                            config=C.to_dict(cfg))
-    if main:
-        save_final_model(ctx)
+                            config=C.to_dict(cfg), dist=ctx.dist)
+    save_final_model(ctx)
     barrier(ctx.dist)
     bar.close()
     log.close()

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import config as C
-from .checkpoint import checkpoint_config, config_changes, latest_checkpoint, load_checkpoint, replace_dir
+from .checkpoint import checkpoint_config, config_changes, latest_checkpoint, load_checkpoint, replace_dir, save_final
 from .lora import merged_model
-from .models import save_model
 
 if TYPE_CHECKING:
     from .train import Context, TrainConfig
@@ -35,7 +34,8 @@ def resume_point(cfg: TrainConfig) -> Path:
                          f"({cfg.run.out_dir}/checkpoints has none)")
     saved = checkpoint_config(path)
     current = json.loads(json.dumps(C.to_dict(cfg)))
-    changes = config_changes(saved, current) if saved is not None else {
+    defaults = json.loads(json.dumps(C.to_dict(type(cfg)())))  # fields added since: their defaults
+    changes = config_changes(saved, current, defaults=defaults) if saved is not None else {
         "config.json": ("<missing: checkpoint written before configs were stored>", "<required>")}
     if changes:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
@@ -69,9 +69,13 @@ def resume(ctx: Context, path: Path) -> None:
 
 
 def save_final_model(ctx: Context) -> None:
-    """out_dir/model written into model.tmp, then moved into place (llm.checkpoint.replace_dir); a
-    LoRA policy is saved merged (llm.lora.merged_model), in the plain Hugging Face layout."""
-    out = Path(ctx.cfg.run.out_dir)
-    shutil.rmtree(out / "model.tmp", ignore_errors=True)
-    save_model(merged_model(ctx.lora) if ctx.lora is not None else ctx.model, ctx.tok, out / "model.tmp")
-    replace_dir(out / "model.tmp", out / "model")
+    """out_dir/model (Hugging Face layout) written into model.tmp, then moved into place
+    (llm.checkpoint.replace_dir); a LoRA policy is saved merged (llm.lora.merged_model). Every
+    process calls it (FSDP2 gathers the weights: llm.checkpoint.save_final)."""
+    out, main = Path(ctx.cfg.run.out_dir), ctx.dist.is_main
+    if main:
+        shutil.rmtree(out / "model.tmp", ignore_errors=True)
+    policy = ctx.model if ctx.lora is None else merged_model(ctx.lora) if main else None  # LoRA: no FSDP2
+    save_final(policy, ctx.tok, out / "model.tmp", ctx.dist)
+    if main:
+        replace_dir(out / "model.tmp", out / "model")

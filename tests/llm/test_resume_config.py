@@ -78,3 +78,16 @@ def test_allow_config_change_same_optimiser_new_lr(bandit_config, tmp_path):
         ctx = train(bandit_config(tmp_path, steps=2, optim={"lr": 0.05},
                                   run={"resume": True, "allow_config_change": True}))
     assert ctx.optimizer.param_groups[0]["lr"] == 0.05
+
+
+def test_a_field_the_checkpoint_predates_is_no_change_at_its_default():
+    """Checkpoints written before a config field existed resume when the field is at its default (the
+    old run had that behaviour); a non-default value of the new field is still a change."""
+    from llm.checkpoint import config_changes
+    saved = {"optim": {"lr": 1e-3}}
+    defaults = {"optim": {"lr": 1e-6, "schedule": "constant"}, "dist": {"strategy": "ddp"}}
+    now = {"optim": {"lr": 1e-3, "schedule": "constant"}, "dist": {"strategy": "ddp"}}
+    assert config_changes(saved, now, defaults=defaults) == {}
+    now["optim"]["schedule"] = "cosine"
+    assert config_changes(saved, now, defaults=defaults) == {"optim.schedule": ("<absent>", "cosine")}
+    assert "dist.strategy" in config_changes(saved, now)  # without defaults: every new field differs

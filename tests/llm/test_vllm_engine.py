@@ -334,3 +334,13 @@ def test_lora_with_vllm_is_one_line_error(tmp_path):
                                     "run": {"out_dir": str(tmp_path)}})
     with pytest.raises(ValueError, match=r"model.lora_rank = 2 is invalid; allowed: 0 with rollout.engine = vllm"):
         setup(cfg)
+
+
+def test_fsdp2_with_vllm_is_one_line_error(tmp_path):
+    """The vLLM weight sync reads unsharded parameters: FSDP2 is refused at setup, naming dist.strategy."""
+    from llm import config as C
+    from llm.train import TrainConfig, setup
+    cfg = C.from_dict(TrainConfig, {"model": {"name": "tiny"}, "rollout": {"engine": "vllm"},
+                                    "dist": {"strategy": "fsdp2"}, "run": {"out_dir": str(tmp_path)}})
+    with pytest.raises(ValueError, match=r"dist.strategy = 'fsdp2' is invalid; allowed: ddp with rollout.engine"):
+        setup(cfg)
