@@ -100,6 +100,15 @@ def compute(size):
     return out
 
 
+def load(quick: bool) -> tuple[dict, dict]:
+    """(cache config, arrays) of the sweep: run it, or read it back from the cache (also for the studies
+    that reuse it: paper_claims, llm_collapse)."""
+    size = "quick" if quick else "full"
+    config = dict(benchmark=BENCHMARK, train=BENCH_TRAIN, quick_steps=QUICK_STEPS if quick else None,
+                  ks=BENCH_KS, recipes=SPECS, reps=REPS[size])
+    return config, cached("fixes_leaderboard", config, lambda: compute(size), __file__)
+
+
 def grid_frame(d) -> pd.DataFrame:
     """The run_grid DataFrame back from the cached arrays."""
     df = pd.DataFrame({k[5:]: v for k, v in d.items() if k.startswith("grid_")})
@@ -134,9 +143,7 @@ def main(quick: bool = False) -> bool:
     t0 = time.perf_counter()
     setup_style()
     size = "quick" if quick else "full"
-    config = dict(benchmark=BENCHMARK, train=BENCH_TRAIN, quick_steps=QUICK_STEPS if quick else None,
-                  ks=BENCH_KS, recipes=SPECS, reps=REPS[size])  # = studies.llm_collapse's key for this cache
-    d = cached("fixes_leaderboard", config, lambda: compute(size), __file__)
+    config, d = load(quick)
     df, ks, base = grid_frame(d), np.asarray(BENCH_KS), d["base_pk"]
     ycol, ik = compare.pass_col(K_EVAL), BENCH_KS.index(K_EVAL)
     r_p1 = compare.rank(df, TARGET_P1, x="pass@1", y=ycol)
