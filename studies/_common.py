@@ -58,6 +58,7 @@ ACT_Z = 4.0
 # branch on all-failure groups (paper C's interpretation question; docs/methods.md §2)
 VARIANTS = {"bbg_noneg": dict(recipe="bbg", overrides={"lambda_neg": 0.0})}
 ACT_METRICS = ("pass@1", "pass@256", "kl")
+ACT_REPS = 8  # replicates of the act test (full length, SHARED_TRAIN), also in --quick: it is a check
 CANNOT_DIFFER: dict[str, str] = {}  # recipe -> reason; empty: every recipe acts on the shared benchmark
 # where a fix is inert by construction, off the shared benchmark (stated in docs/studies.md, tested):
 # with a tabular policy (the control) the D_pef prompts of DPH are masked out of the RL term and share no
@@ -78,6 +79,18 @@ def recipe_specs() -> dict:
     from collapse_lab.objective import RECIPES
 
     return {**{r: dict(recipe=r) for r in RECIPES}, **VARIANTS}
+
+
+def act_table(df=None):
+    """compare.differs_from against GRPO on the shared benchmark at SHARED_LR (ACT_Z, ACT_METRICS), indexed by
+    recipe; df: a run_grid DataFrame of recipe_specs() at SHARED_LR with SHARED_TRAIN and ACT_REPS replicates,
+    run here when None (about 5 s on one core)."""
+    from collapse_lab import compare
+
+    if df is None:
+        df = compare.run_grid(shared_benchmark(), recipe_specs(), [SHARED_LR], ACT_REPS, seed=0, threads=1,
+                              ks=(1, 256), **SHARED_TRAIN)
+    return compare.differs_from(df, "grpo", ACT_METRICS, ACT_Z).set_index("recipe")
 
 
 def shared_benchmark(**changes):

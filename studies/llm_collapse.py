@@ -6,7 +6,8 @@
 seeds as the unit of replication, and `llm.evaluate` samples N_EVAL answers per held-out prompt at
 checkpoints along training (every EVERY steps). Two held-out splits: the task's test prompts, and the
 HARD split, fixed before the run: every prompt never trained on (test prompts and the (t, m) pairs the
-task never drew) with at most HARD_MAX correct answers, on which the base leaves some prompts unsolved
+task never drew) whose sum lies in the top third of its range (t >= HARD_RATIO m: the base's weakest
+region, few answers with large digits), on which the base leaves some prompts unsolved
 at k = N_EVAL (so paper C's "initially unsolvable become solvable" can be measured).
 (a) Pass@k at the default lr LR, k = 1..N_EVAL (test split). (b) Distinct correct answers per prompt at
 LR. (c) The fair protocol of the simulator (collapse_lab.compare): each recipe's distinct correct
@@ -56,7 +57,7 @@ ALL_PAIRS = 144  # every (t, m) pair of multisolution with 3 digits: the never-d
 SFT, SFT_STEPS = dict(batch_size=64, lr=6e-3, wrong_share=0.3), 600
 ROLLOUT, LR = dict(group_size=8, prompts_per_step=8, max_new_tokens=4), 1e-3  # 3 digits + EOS
 LRS = tuple(float(f"{x:.6g}") for x in compare.lr_grid(2.5e-4, 4e-3, 5))  # AdamW, factor 2, LR in the middle
-RECIPES, N_EVAL, HARD_MAX = ("grpo", "ips_grpo", "isac", "bbg"), 128, 3
+RECIPES, N_EVAL, HARD_RATIO = ("grpo", "ips_grpo", "isac", "bbg"), 128, 2
 # full: MAIN_SEEDS seeds at LR (the per-seed claims), GRID_SEEDS at the other lrs (the frontier);
 # quick: two recipes, one seed, a few steps: it exercises the pipeline and claims nothing (not assessed)
 SIZES = dict(full=dict(recipes=RECIPES, steps=100, every=50, main_seeds=6, grid_seeds=2),
@@ -71,11 +72,11 @@ VERDICTS = ("grpo_raises_pass1", "grpo_loses_distinct", f"grpo_lowers_pass_at_{N
 
 
 def splits(task):
-    """(test prompts, HARD prompts): HARD = never-trained prompts with <= HARD_MAX correct answers, from the
-    test split and the (t, m) pairs the task did not draw (taken from the task built on all pairs)."""
+    """(test prompts, HARD prompts, the all-pairs task): HARD = never-trained prompts with t >= HARD_RATIO m,
+    from the test split and the (t, m) pairs the task did not draw (taken from the task built on all pairs)."""
     full = make_task(C.TaskConfig(**{**TASK, "num_prompts": ALL_PAIRS}))
     trained = {p.text for p in task.prompts("train")}
-    hard = [p for p in full.prompts("all") if p.text not in trained and len(full.correct_set(p)) <= HARD_MAX]
+    hard = [p for p in full.prompts("all") if p.text not in trained and p.answer[0] >= HARD_RATIO * p.answer[1]]
     return task.prompts("test"), hard, full
 
 
@@ -154,7 +155,7 @@ def main(quick: bool = False) -> bool:
     setup_style()
     s = SIZES[size]
     config = dict(task=TASK, model=MODEL, sft=SFT, sft_steps=SFT_STEPS, rollout=ROLLOUT, lr=LR, lrs=LRS,
-                  size=s, n_eval=N, hard_max=HARD_MAX, threads=THREADS, optimizer="adamw (llm.train default)")
+                  size=s, n_eval=N, hard_ratio=HARD_RATIO, threads=THREADS, optimizer="adamw (llm.train default)")
     llm_src = sorted((Path(__file__).resolve().parents[1] / "llm").rglob("*.py"))  # trainer code in the key
     d = cached("llm_collapse", config, lambda: compute(size), __file__, *llm_src)
     recs, n_test, base = s["recipes"], int(d["n_test"]), d["base"]  # base [3, P]
@@ -217,7 +218,7 @@ def main(quick: bool = False) -> bool:
             "fixes_keep_distinct": f"every fix minus GRPO distinct correct answers, shown for the weakest ({worst}); "
                                    "all: " + ", ".join(f"{r} {m:+.2f} ± {e:.2f}" for r, (m, e) in fix.items()),
             "grpo_solves_unsolvable_llm": f"paper C in a transformer: of the {int(unsolved.sum())} HARD prompts (of "
-                                          f"{unsolved.size}, <= {HARD_MAX} correct answers, never trained on) with no "
+                                          f"{unsolved.size}, t >= {HARD_RATIO} m, never trained on) with no "
                                           f"correct answer in the base's {N} samples, the fraction GRPO solves "
                                           f"(>= 1 of {N} samples correct) at some checkpoint"}
     n_s = s["main_seeds"]
@@ -244,8 +245,8 @@ def main(quick: bool = False) -> bool:
                         f"with finite results, and the SFT base has >= 2 distinct correct answers per held-out "
                         f"prompt (diversity to lose): {btest[1].mean():.2f}"))
     claims.append(holds("hard_split_has_unsolved", bool(unsolved.any()), float(unsolved.sum()),
-                        f"the HARD split ({unsolved.size} prompts never trained on with <= {HARD_MAX} correct "
-                        f"answers) holds prompts the base leaves unsolved at k = {N}: {int(unsolved.sum())}"))
+                        f"the HARD split ({unsolved.size} prompts never trained on with t >= {HARD_RATIO} m) "
+                        f" holds prompts the base leaves unsolved at k = {N}: {int(unsolved.sum())}"))
     return finish("llm_collapse", fig, claims, seed=SEED, config=config, t0=t0, quick=quick,
                   verdicts=VERDICTS)
 

@@ -12,30 +12,26 @@ Where DPH is inert by construction (a tabular policy: D_pef never leaves the ref
 import numpy as np
 import pytest
 
-from collapse_lab import compare
 from collapse_lab.objective import RECIPES
 from collapse_lab.sim import SimConfig, simulate
 from studies._common import (
-    ACT_METRICS,
     ACT_Z,
     CANNOT_DIFFER,
     INERT_ON_CONTROL,
     SHARED_LR,
     SHARED_TRAIN,
+    act_table,
     recipe_specs,
     shared_benchmark,
     single_thread,
 )
 
-REPS = 8
-
 
 @pytest.fixture(scope="module")
 def acts():
-    """compare.differs_from over every recipe and variant at SHARED_LR (about 5 s after numba's compile)."""
-    df = compare.run_grid(shared_benchmark(), recipe_specs(), [SHARED_LR], REPS, seed=0, threads=1,
-                          ks=(1, 256), **SHARED_TRAIN)
-    return compare.differs_from(df, "grpo", ACT_METRICS, ACT_Z).set_index("recipe")
+    """compare.differs_from over every recipe and variant at SHARED_LR, ACT_REPS replicates (about 5 s after
+    numba's compile)."""
+    return act_table()
 
 
 def test_cannot_differ_list_is_well_formed():
