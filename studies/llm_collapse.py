@@ -140,9 +140,11 @@ def tidy(d, size) -> pd.DataFrame:
 
 def spearman_test(a, b) -> tuple[float, float]:
     """(Spearman rho of a and b, exact one-sided permutation p-value P(rho_perm >= rho)); NaN values rank
-    last (not reached), ties get average ranks."""
+    last (not reached), ties get average ranks; (NaN, 1) when either side is constant (no order to test)."""
     ra = pd.Series(np.nan_to_num(np.asarray(a, float), nan=-np.inf)).rank().to_numpy()
     rb = pd.Series(np.nan_to_num(np.asarray(b, float), nan=-np.inf)).rank().to_numpy()
+    if np.ptp(ra) == 0 or np.ptp(rb) == 0:  # one side has no order (e.g. no recipe reached the target)
+        return float("nan"), 1.0
     rho = lambda x, y: float(np.corrcoef(x, y)[0, 1])  # noqa: E731
     obs = rho(ra, rb)
     perms = [rho(ra, rb[list(p)]) for p in itertools.permutations(range(len(rb)))]

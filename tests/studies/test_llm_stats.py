@@ -17,6 +17,8 @@ def test_spearman_exact_permutation_golden():
     assert math.isclose(rho, 0.8) and math.isclose(p, 4 / 24)
     rho, _ = lc.spearman_test([np.nan, 2, 3, 4], [0, 2, 3, 4])  # not reached ranks last
     assert rho == 1.0
+    rho, p = lc.spearman_test([np.nan] * 4, [1, 2, 3, 4])  # nothing reached: no order, never "agrees"
+    assert np.isnan(rho) and p == 1.0
 
 
 def test_plan_has_the_grid_and_seeds():
