@@ -185,15 +185,15 @@ def main(quick: bool = False) -> bool:
     axes[2].plot(btest[0].mean() / N, btest[1].mean(), "*", color="0.4", ms=11, label="base (SFT)")
     axes[2].axvline(TARGET_P1, color="k", ls=":", lw=1)
     axes[0].set(xscale="log", xlabel="k", ylabel="Pass@k (held-out prompts)",
-                title=f"Pass@k at lr {LR:g} (±2 SE, {s['main_seeds']} seeds)")
+                title=f"Pass@k at lr {LR:g} (±2 SE, {s['main_seeds']} seed{'s' * (s['main_seeds'] > 1)})")
     log_ticks(axes[0], [k for k in 2 ** np.arange(9) if k <= N])
     axes[1].set(xticks=range(len(recs)), xticklabels=recs, title=f"distinct correct at lr {LR:g} (±2 SE, seeds)",
                 ylim=(0, 1.25 * btest[1].mean()), ylabel=f"distinct correct answers / prompt\n(of {N} samples)")
     axes[2].set(xlabel="held-out Pass@1 (matched)", ylabel="distinct correct on the frontier",
                 title=f"frontier: {len(LRS)} lrs x {len(d['steps'])} checkpoints")
-    axes[2].text(0.02, 0.03, f"LLM: AdamW, lrs {LRS[0]:g}..{LRS[-1]:g}; simulator: SGD on logits\n"
-                             f"Spearman vs simulator at matched Pass@1: {rho:+.2f} (p = {p_perm:.2f})",
-                 transform=axes[2].transAxes, fontsize=6.5)
+    fig.suptitle(f"LLM: AdamW, lrs {LRS[0]:g}..{LRS[-1]:g}, {s['steps']} steps; simulator: SGD on logits. Recipe "
+                 f"ranking vs the simulator's at matched Pass@1: Spearman {rho:+.2f} (permutation p = {p_perm:.2f})",
+                 fontsize=8.5)
     for ax, loc in zip(axes, ("lower right", "upper right", "upper right")):
         ax.legend(loc=loc)
     panel_labels(axes)
