@@ -60,7 +60,7 @@ LRS = tuple(float(f"{x:.6g}") for x in compare.lr_grid(2.5e-4, 4e-3, 5))  # Adam
 RECIPES, N_EVAL, HARD_RATIO = ("grpo", "ips_grpo", "isac", "bbg"), 128, 2
 # full: MAIN_SEEDS seeds at LR (the per-seed claims), GRID_SEEDS at the other lrs (the frontier);
 # quick: two recipes, one seed, a few steps: it exercises the pipeline and claims nothing (not assessed)
-SIZES = dict(full=dict(recipes=RECIPES, steps=100, every=50, main_seeds=6, grid_seeds=2),
+SIZES = dict(full=dict(recipes=RECIPES, steps=100, every=50, main_seeds=8, grid_seeds=2),
              quick=dict(recipes=RECIPES[::2], steps=10, every=5, main_seeds=1, grid_seeds=1))
 TARGET_P1 = 0.2  # matched held-out Pass@1 of the fair protocol (base about 0.09), fixed before the run
 # smallest effects of interest, fixed before the run: the power of each test at them goes in the sidecar
