@@ -16,8 +16,10 @@ never reaches x* gets NaN and status "not reached"; nothing is extrapolated. Pic
 the same replicates biases every recipe up by the same kind of selection (one grid for all).
 
 `rank` orders recipes by F(x*) at one target; `common_target` is the largest x* every recipe reaches,
-so a ranking there is defined for all. `crossover` reports where a trained Pass@k curve falls below
-the base model's (Yue et al. 2025). `run_grid` produces the DataFrame with collapse_lab.sim.
+so a ranking there is defined for all. `differs_from` tests whether a recipe moves the policy away from
+a baseline recipe by more than replicate noise (does a fix act at all?). `crossover` reports where a
+trained Pass@k curve falls below the base model's (Yue et al. 2025). `run_grid` produces the DataFrame with
+collapse_lab.sim.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["pass_col", "lr_grid", "check_results", "curve_value", "matched_values", "frontier_at",
-           "frontier", "rank", "common_target", "crossover", "run_grid", "KEYS"]
+           "frontier", "rank", "common_target", "differs_from", "crossover", "run_grid", "KEYS"]
 
 KEYS = ("recipe", "lr", "replicate", "step")
 
@@ -152,6 +154,52 @@ def common_target(df: pd.DataFrame, x: str = "pass@1") -> float:
     min over recipes of max over lr of min over replicates of max over checkpoints of x."""
     best = df.groupby(["recipe", "lr", "replicate"])[x].max().groupby(["recipe", "lr"]).min()
     return float(best.groupby("recipe").max().min())
+
+
+def _welch_z(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(mean a - mean b) / sqrt(var a / n_a + var b / n_b) over axis 0 (replicates); a [Ra, T], b [Rb, T].
+    Where both variances are 0: 0 if the means agree, +-inf if not."""
+    d = a.mean(0) - b.mean(0)
+    se = np.sqrt(a.var(0, ddof=1) / a.shape[0] + b.var(0, ddof=1) / b.shape[0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(se > 0, d / np.where(se > 0, se, 1.0), np.where(d == 0, 0.0, np.sign(d) * np.inf))
+
+
+def differs_from(df: pd.DataFrame, baseline: str = "grpo", metrics=("pass@1", "pass@256", "kl"),
+                 z: float = 4.0) -> pd.DataFrame:
+    """Does each recipe move the policy away from `baseline` by more than replicate noise?
+
+    For every (recipe, lr) and every metric and checkpoint after step 0, the Welch statistic
+    (mean - baseline mean) / SE of the difference (replicate SEs, unpaired: the noise is the spread
+    between replicates, not the tiny paired noise of common random numbers) against the baseline at the
+    same lr and step; a recipe differs when the largest |statistic| exceeds `z` (fixed by the caller
+    before the run). Needs >= 2 replicates per run and the baseline at every lr. Returns one row per
+    (recipe, lr) other than the baseline: recipe, lr, z (largest |statistic|), metric and step where
+    it is reached, diff (the mean difference there), differs.
+    """
+    need = [c for c in (*KEYS, *metrics) if c not in df.columns]
+    if need:
+        raise ValueError(f"columns = {need!r} are missing; allowed: a run_grid DataFrame with {list(metrics)}")
+    if df.groupby(["recipe", "lr"])["replicate"].nunique().min() < 2:
+        raise ValueError("replicates = 1 is invalid; allowed: >= 2 per (recipe, lr) (the noise is their spread)")
+    rows = []
+    for (rec, lr), g in df[df["step"] > 0].groupby(["recipe", "lr"], sort=True):
+        if rec == baseline:
+            continue
+        b = df[(df["recipe"] == baseline) & (df["lr"] == lr) & (df["step"] > 0)]
+        if b.empty:
+            raise ValueError(f"baseline = {baseline!r} at lr = {lr:g} is missing; allowed: a baseline run at every lr")
+        best = None  # (statistic, metric, step, diff) with the largest |statistic|
+        for m in metrics:
+            a_, b_ = (h.pivot(index="replicate", columns="step", values=m) for h in (g, b))
+            steps = a_.columns.intersection(b_.columns)  # (T,) common checkpoints
+            zs = _welch_z(a_[steps].to_numpy(float), b_[steps].to_numpy(float))  # (T,)
+            zs = np.where(np.isnan(zs), 0.0, zs)  # a diverged run is no evidence of acting
+            i = int(np.argmax(np.abs(zs)))
+            if best is None or abs(zs[i]) > abs(best[0]):
+                best = (float(zs[i]), m, float(steps[i]), float(a_[steps[i]].mean() - b_[steps[i]].mean()))
+        rows.append((rec, lr, abs(best[0]), best[1], best[2], best[3], bool(abs(best[0]) > z)))
+    return pd.DataFrame(rows, columns=["recipe", "lr", "z", "metric", "step", "diff", "differs"])
 
 
 def crossover(pass_at_k, ks, z: float = 4.0) -> dict:

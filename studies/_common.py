@@ -47,12 +47,50 @@ SHARED = dict(n_prompts=64, n_answers=32, n_easy=8, coupling=1.0, seed=0)
 SHARED_TRAIN = dict(param="linear", optimizer="sgd", steps=300, group_size=8, log_every=25)
 SHARED_LR = 0.1  # the benchmark's default step size (plain GRPO shows the crossover there)
 
+# Does every fix act at its defaults? (issue 11, deliverable 3) On the shared benchmark at SHARED_LR a
+# recipe must move the policy away from plain GRPO by more than replicate noise: the largest |Welch
+# statistic| of its Pass@1, Pass@256 or KL(pi || base) against GRPO's over the checkpoints exceeds ACT_Z
+# (collapse_lab.compare.differs_from; fixed before any run). The recipes that legitimately cannot are
+# listed here, and only here, with the reason; tests/studies/test_fixes_act.py asserts both directions
+# (every other recipe differs, every listed one does not) and fixes_leaderboard shows the same list.
+ACT_Z = 4.0
+# recipe variants shown beside their recipe (label -> SimConfig fields): BBG without the negative REINFORCE
+# branch on all-failure groups (paper C's interpretation question; docs/methods.md §2)
+VARIANTS = {"bbg_noneg": dict(recipe="bbg", overrides={"lambda_neg": 0.0})}
+ACT_METRICS = ("pass@1", "pass@256", "kl")
+ACT_REPS = 8  # replicates of the act test (full length, SHARED_TRAIN), also in --quick: it is a check
+CANNOT_DIFFER: dict[str, str] = {}  # recipe -> reason; empty: every recipe acts on the shared benchmark
+# where a fix is inert by construction, off the shared benchmark (stated in docs/studies.md, tested):
+# with a tabular policy (the control) the D_pef prompts of DPH are masked out of the RL term and share no
+# parameter with the rest, so they never leave the reference and every divergence gradient is 0
+INERT_ON_CONTROL = {r: "tabular param: D_pef prompts never leave the reference, so the divergence gradient is 0"
+                    for r in ("dph_forward", "dph_js", "dph_alpha")}
+
 
 def benchmark():
     """The tabular multimode control Problem (BENCHMARK)."""
     from collapse_lab.sim import multimode
 
     return multimode(**BENCHMARK)
+
+
+def recipe_specs() -> dict:
+    """Every registered recipe, then VARIANTS: label -> SimConfig fields (compare.run_grid's `recipes`)."""
+    from collapse_lab.objective import RECIPES
+
+    return {**{r: dict(recipe=r) for r in RECIPES}, **VARIANTS}
+
+
+def act_table(df=None):
+    """compare.differs_from against GRPO on the shared benchmark at SHARED_LR (ACT_Z, ACT_METRICS), indexed by
+    recipe; df: a run_grid DataFrame of recipe_specs() at SHARED_LR with SHARED_TRAIN and ACT_REPS replicates,
+    run here when None (about 5 s on one core)."""
+    from collapse_lab import compare
+
+    if df is None:
+        df = compare.run_grid(shared_benchmark(), recipe_specs(), [SHARED_LR], ACT_REPS, seed=0, threads=1,
+                              ks=(1, 256), **SHARED_TRAIN)
+    return compare.differs_from(df, "grpo", ACT_METRICS, ACT_Z).set_index("recipe")
 
 
 def shared_benchmark(**changes):

@@ -18,7 +18,7 @@ import numpy as np
 from collapse_lab import theory
 from collapse_lab.runs import cached
 from collapse_lab.sim import SimConfig, bandit, multimode, simulate
-from studies._common import RECIPE_COLORS, close, finish, greater, log_ticks, panel_labels, setup_style
+from studies._common import RECIPE_COLORS, close, finish, greater, log_ticks, panel_labels, setup_style, single_thread
 
 SEED = 0
 REF = np.array([0.35, 0.25, 0.2, 0.1, 0.06, 0.04])
@@ -67,7 +67,8 @@ def main(quick: bool = False) -> bool:
     setup_style()
     config = dict(ref=REF, rewards=REW, beta=BETA, fixed_point=FP, problem=PROBLEM, coef=COEF,
                   train=TRAIN, target_p1=TARGET_P1, quick=quick)
-    d = cached("divergences", config, lambda: compute(quick), __file__)
+    with single_thread():  # small problems: numba's parallel start-up dominates (_common)
+        d = cached("divergences", config, lambda: compute(quick), __file__)
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), gridspec_kw=dict(width_ratios=[1.2, 1, 1]))
     ax, claims, x = axes[0], [], np.arange(len(REF))
     ax.bar(x - 0.36, REF, 0.16, color="#BBBBBB", label="reference")

@@ -17,7 +17,17 @@ import numpy as np
 from collapse_lab import theory
 from collapse_lab.runs import cached
 from collapse_lab.sim import SimConfig, bandit, simulate
-from studies._common import PALETTE, RECIPE_COLORS, close, finish, greater, log_ticks, panel_labels, setup_style
+from studies._common import (
+    PALETTE,
+    RECIPE_COLORS,
+    close,
+    finish,
+    greater,
+    log_ticks,
+    panel_labels,
+    setup_style,
+    single_thread,
+)
 
 SEED = 0
 R = np.array([0.6, 0.4, 0.2, 0.1])
@@ -57,7 +67,8 @@ def main(quick: bool = False) -> bool:
     setup_style()
     gs = GS_QUICK if quick else GS
     config = dict(rewards=R, flow=FLOW, gs=gs, mean_field=MF, probe=PROBE)
-    d = cached("ips_terminal", config, lambda: compute(gs), __file__)
+    with single_thread():  # small problems: numba's parallel start-up dominates (_common)
+        d = cached("ips_terminal", config, lambda: compute(gs), __file__)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
     claims, ax, x = [], axes[0], np.arange(len(R))
     for n, rec in enumerate(FLOW_RECIPES):

@@ -17,7 +17,7 @@ import numpy as np
 from collapse_lab import theory
 from collapse_lab.runs import cached
 from collapse_lab.sim import SimConfig, bandit, simulate
-from studies._common import close, finish, greater, holds, panel_labels, setup_style
+from studies._common import close, finish, greater, holds, panel_labels, setup_style, single_thread
 
 SEED = 0
 LR = 0.05
@@ -50,7 +50,8 @@ def main(quick: bool = False) -> bool:
     t0 = time.perf_counter()
     setup_style()
     config = dict(lr=LR, pairs=PAIRS, npg=NPG, tie=TIE, ips=IPS, quick=quick)
-    d = cached("logratio_dynamics", config, lambda: compute(quick), __file__)
+    with single_thread():  # small problems: numba's parallel start-up dominates (_common)
+        d = cached("logratio_dynamics", config, lambda: compute(quick), __file__)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
     claims, lines = [], {}
     for ax, key, spec, title in zip(axes, ("npg", "pg", "ips"), (NPG, TIE, IPS),

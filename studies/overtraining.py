@@ -29,6 +29,7 @@ from studies._common import (
     SHARED,
     SHARED_LR,
     SHARED_TRAIN,
+    VARIANTS,
     band,
     finish,
     greater,
@@ -43,7 +44,7 @@ from studies._common import (
 
 SEED = 0
 RUNS = {"grpo": dict(recipe="grpo"), "zero_success": dict(recipe="zero_success"), "bbg": dict(recipe="bbg"),
-        "bbg_noneg": dict(recipe="bbg", overrides={"lambda_neg": 0.0})}
+        "bbg_noneg": VARIANTS["bbg_noneg"]}
 K_REF, SATURATION, K_EVAL = 16, 0.99, 256
 # fixed before the run: a prompt is "initially unsolvable" when the base's exact Pass@K_UNSOLVED is
 # below UNSOLVED (no prompt of the benchmark has base Pass@1024 < 0.5, so k = 64 is the largest k

@@ -103,9 +103,7 @@ def main(quick: bool = False) -> bool:
     config = dict(benchmark=SHARED, train=SHARED_TRAIN, lrs=LRS, n_train=N_TRAIN, reps=GEN_REPS[size],
                   ips_rewards=IPS_REWARDS, ips_train=IPS_TRAIN, adam_lr=ADAM_LR, quick=quick)
     d = cached("paper_claims", config, lambda: compute(size), __file__)
-    lb_config = dict(benchmark=fl.BENCHMARK, train=fl.BENCH_TRAIN, quick_steps=fl.QUICK_STEPS if quick else None,
-                     ks=fl.BENCH_KS, recipes=fl.RECIPES, reps=fl.REPS[size])  # = fixes_leaderboard.main's cache
-    lb = cached("fixes_leaderboard", lb_config, lambda: fl.compute(size), fl.__file__)
+    lb = fl.load(quick)[1]  # fixes_leaderboard's sweep (its cache)
     df = pd.DataFrame({k[4:]: v for k, v in d.items() if k.startswith("gen_")})
     ycol, ik = compare.pass_col(K_EVAL), BENCH_KS.index(K_EVAL)
     ks, base = np.asarray(BENCH_KS), lb["base_pk"]

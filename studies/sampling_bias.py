@@ -19,7 +19,7 @@ import numpy as np
 from collapse_lab import theory
 from collapse_lab.runs import cached
 from collapse_lab.sim import SimConfig, bandit, multimode, simulate
-from studies._common import close, finish, greater, holds, log_ticks, mean_se, panel_labels, setup_style
+from studies._common import close, finish, greater, holds, log_ticks, mean_se, panel_labels, setup_style, single_thread
 
 SEED = 0
 NS = (2, 4, 8, 16, 32, 64)
@@ -72,7 +72,8 @@ def main(quick: bool = False) -> bool:
     size = "quick" if quick else "full"
     config = dict(ns=NS, problem=PROBLEM, step_lr=STEP_LR, reps=REPS[size], tau=TAU, c=C, ns_miss=NS_MISS,
                   mc_groups=MC_GROUPS[size], h=H, U=U, gs=GS[size], drift_reps=DRIFT_REPS[size])
-    d = cached("sampling_bias", config, lambda: compute(size), __file__)
+    with single_thread():  # small problems: numba's parallel start-up dominates (_common)
+        d = cached("sampling_bias", config, lambda: compute(size), __file__)
     fig, axes, claims = *plt.subplots(1, 3, figsize=(10, 3.2)), []
     m, se = mean_se(d["dmass"], axis=1)
     axes[0].errorbar(NS, 100 * m, 200 * se, fmt="o-", capsize=3, label="sampled GRPO, one step (±2 SE)")

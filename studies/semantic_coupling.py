@@ -19,7 +19,7 @@ import numpy as np
 from collapse_lab import theory
 from collapse_lab.runs import cached
 from collapse_lab.sim import SimConfig, build_recipe, coupled, flow_grad, simulate
-from studies._common import band, close, finish, greater, holds, panel_labels, setup_style
+from studies._common import band, close, finish, greater, holds, panel_labels, setup_style, single_thread
 
 SEED = 0
 PROBLEM = dict(n_prompts=32, n_outcomes=8, n_correct=2, n_clusters=4, dim=4, noise=0.5, seed=0)
@@ -59,7 +59,8 @@ def main(quick: bool = False) -> bool:
     setup_style()
     size = "quick" if quick else "full"
     config = dict(problem=PROBLEM, one_step_lr=ONE_STEP_LR, train=TRAIN, reps=REPS[size], couplings=COUPLINGS)
-    d = cached("semantic_coupling", config, lambda: {**one_step(), **sweep(size)}, __file__)
+    with single_thread():  # small problems: numba's parallel start-up dominates (_common)
+        d = cached("semantic_coupling", config, lambda: {**one_step(), **sweep(size)}, __file__)
     pb = coupled(coupling=1.0, **PROBLEM)
     cluster, claims = np.asarray(pb.meta["cluster"]), []
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.3))

@@ -152,6 +152,36 @@ def test_crossover_golden():
         cp.crossover(pk[:1], [1, 16, 256])
 
 
+def test_differs_from_golden():
+    """Welch statistic by hand: A = grpo + 0.05 at step 2 only (SE of the difference sqrt(2 * var/3),
+    var = 1e-4 from offsets -0.01, 0, 0.01: z = 0.05 / sqrt(2e-4/3) = 6.12 > 4); B = grpo + 0.001
+    (z = 0.12, noise); C identical to grpo at zero variance (z = 0); D shifted at zero variance (inf)."""
+    rows = []
+    for rec, shift in (("grpo", 0.0), ("A", 0.05), ("B", 0.001), ("C", 0.0), ("D", 0.02)):
+        for r, off in enumerate(OFFSETS):
+            off = 0.0 if rec in ("C", "D") else off
+            base = 0.0 if rec in ("C", "D") else 0.3
+            for t in range(3):
+                add = shift if (t == 2 or rec != "A") else 0.0
+                rows.append((rec, 0.1, r, t, base + off + add, 0.9, 0.0))
+    df = pd.DataFrame(rows, columns=["recipe", "lr", "replicate", "step", "pass@1", "pass@256", "kl"])
+    grpo0 = df[df.recipe == "grpo"].assign(recipe="grpo0", **{"pass@1": 0.0})  # a zero-variance baseline
+    d = cp.differs_from(pd.concat([df, grpo0]), metrics=("pass@1", "pass@256")).set_index("recipe")
+    assert set(d.index) == {"A", "B", "C", "D", "grpo0"}
+    np.testing.assert_allclose(d.loc["A", "z"], 0.05 / np.sqrt(2e-4 / 3), rtol=1e-9)
+    assert d.loc["A", "step"] == 2 and d.loc["A", "metric"] == "pass@1" and d.loc["A", "differs"]
+    np.testing.assert_allclose(d.loc["B", "z"], 0.001 / np.sqrt(2e-4 / 3), rtol=1e-9)
+    assert not d.loc["B", "differs"]
+    d0 = cp.differs_from(pd.concat([df[df.recipe.isin(["C", "D"])], grpo0.assign(recipe="grpo")]),
+                         metrics=("pass@1",)).set_index("recipe")
+    assert d0.loc["C", "z"] == 0 and not d0.loc["C", "differs"]
+    assert np.isinf(d0.loc["D", "z"]) and d0.loc["D", "differs"]
+    with pytest.raises(ValueError, match="replicates = 1 is invalid"):
+        cp.differs_from(df[df.replicate == 0])
+    with pytest.raises(ValueError, match="baseline = 'grpo' at lr = 0.2 is missing"):
+        cp.differs_from(pd.concat([df, df[df.recipe == "A"].assign(lr=0.2)]))
+
+
 def test_run_grid_on_the_benchmark(monkeypatch):
     """A real 2-recipe x 5-lr grid on a small shared_answers problem: tidy rows, every lr present,
     step 0 is the base for all; ranking works; a diverged run is kept as NaN rows, never dropped."""

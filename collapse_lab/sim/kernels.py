@@ -507,8 +507,13 @@ def adam_update(x, grad, m, v, lr, b1, b2, eps, t):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def memory_update(zmem, y, tp, lr, n_total):
-    """SGD on memory_loss = -mean_b log softmax(zmem[p_b])[y_b]: zmem[p] += lr/B sum_b (e_y - pi_mem)."""
+def memory_update(zmem, y, tp, lr):
+    """SGD on memory_loss summed over prompts, averaged over each prompt's group (docs/methods.md §2):
+    L_mem = -sum_p mean_{b in p} log softmax(zmem[p])[y_b], so zmem[p] += lr/G sum_{b in p} (e_{y_b} - pi_mem,p).
+
+    Each prompt's memory row takes the step of its own G samples, the scale of the policy's per-prompt
+    step (a mean over all Pt G samples would make the memory learn Pt times slower than the policy).
+    """
     R, Pt, G = y.shape
     K = zmem.shape[2]
     for i in prange(R * Pt):
@@ -517,6 +522,6 @@ def memory_update(zmem, y, tp, lr, n_total):
         lp = np.empty(K)
         log_softmax_row(zmem[r, p], lp)
         for b in range(G):
-            zmem[r, p, y[r, j, b]] += lr / n_total
+            zmem[r, p, y[r, j, b]] += lr / G
         for k in range(K):
-            zmem[r, p, k] -= lr * G / n_total * math.exp(lp[k])
+            zmem[r, p, k] -= lr * math.exp(lp[k])

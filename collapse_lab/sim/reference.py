@@ -84,10 +84,13 @@ def torch_grads(rec, params, problem, tp, y, state) -> tuple[dict, np.ndarray, l
 
 
 def torch_memory_update(zmem: np.ndarray, y: np.ndarray, tp: np.ndarray, lr: float) -> None:
-    """zmem <- zmem - lr * d memory_loss / d zmem, memory_loss = -mean_b log softmax(zmem)[p_b, y_b]."""
-    G = y.shape[2]
-    pb = torch.from_numpy(np.repeat(tp, G))
+    """zmem <- zmem - lr * dL_mem/dzmem with L_mem = sum_p memory_loss(log softmax(zmem[p])[y_p]):
+    memory_loss (the objective's, a mean) over each prompt's own G samples, summed over prompts, so
+    each prompt's memory row takes the step of its own group (kernels.memory_update)."""
     for r in range(y.shape[0]):
         zm = torch.tensor(zmem[r], requires_grad=True)
-        memory_loss(F.log_softmax(zm, -1)[pb, torch.from_numpy(y[r].reshape(-1))]).backward()
+        lp = F.log_softmax(zm, -1)
+        yr = torch.from_numpy(y[r])  # [Pt, G]
+        loss = sum(memory_loss(lp[int(p)][yr[j]]) for j, p in enumerate(tp))
+        loss.backward()
         zmem[r] -= lr * zm.grad.numpy()

@@ -165,7 +165,7 @@ def _sampled_grads(problem, cfg, rec, params, z, state, rng, log_stats):
     state.prior_n[:, tp] += G
     if rec.memory is not None:
         if cfg.backend == "numba":
-            kn.memory_update(state.zmem, y, tp, rec.memory.lr, float(len(tp) * G))
+            kn.memory_update(state.zmem, y, tp, rec.memory.lr)
         else:
             torch_memory_update(state.zmem, y, tp, rec.memory.lr)
     return gz, grads, 1.0 - varied.mean(-1)

@@ -70,3 +70,20 @@ def test_sampler_inverse_cdf(logits, data):
     from collapse_lab.sim.reference import sample_numpy
 
     assert np.array_equal(y, sample_numpy(z, np.zeros(1, np.int64), u))
+
+
+def test_memory_update_golden():
+    """One memory step on 2 prompts moves each row by lr (counts/G - pi_mem), hand-derived, in both backends:
+    row 0 from uniform memory with y = (0, 0, 1, 2): 0.1 (1/2 - 1/3, 1/4 - 1/3, 1/4 - 1/3);
+    row 1 from pi_mem = (1/2, 1/4, 1/4) with y = (2, 2, 2, 2): 0.1 (-1/2, -1/4, 3/4)."""
+    from collapse_lab.sim.reference import torch_memory_update
+
+    zmem0 = np.zeros((1, 2, 3))
+    zmem0[0, 1, 0] = np.log(2.0)
+    y = np.array([[[0, 0, 1, 2], [2, 2, 2, 2]]], np.int64)
+    tp = np.array([0, 1], np.int64)
+    golden = np.array([[1 / 60, -1 / 120, -1 / 120], [-0.05, -0.025, 0.075]])
+    for update in (kn.memory_update, torch_memory_update):
+        zmem = zmem0.copy()
+        update(zmem, y, tp, 0.1)
+        np.testing.assert_allclose(zmem[0] - zmem0[0], golden, rtol=0, atol=1e-12)
