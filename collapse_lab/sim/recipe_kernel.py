@@ -22,8 +22,8 @@ The phases take the argument groups of layout.py whole and are inlined (numba IR
 loops, `_rollout_groups` and `_update_groups`, which the parallel loops call. Numba 0.68 loses writes
 made through a namedtuple's fields by code inlined (at IR level) into a prange body, not by a called
 function; the group loops are inlined by LLVM instead (`forceinline`), after that analysis, so that
-they run inside the parallel region's `noalias` gufunc (a plain call measured ~15% slower, a call per
-phase ~3x). Uniforms are drawn outside and the parallel loops (over replicates, or over contiguous
+they run inside the parallel region (a call per phase from the parallel loop measured ~3x slower; on
+one thread this kernel is still ~10-17% slower than the earlier plain-array one, at two ~equal). Uniforms are drawn outside and the parallel loops (over replicates, or over contiguous
 chunks of (replicate, prompt) groups) have no cross-iteration reductions, so results do not depend on
 the thread count.
 tests/sim/test_parity.py pins it to torch autograd through the objective to 1e-10.
