@@ -5,8 +5,10 @@ finite values, ranges). Every component declares the same protocol as class data
     key     its name in overrides and `Recipe.components()` ("ips", "dph", ...)
     stage   where `Recipe.prepare` / `Recipe.loss` use it (`STAGES`)
     needs   the optional `Batch` fields it reads (a property where it depends on the settings)
-    numba   True when the simulator's numba kernels encode it (sim/spec.py); a component without it
-            is torch-only (`Recipe.torch_only` lists such components)
+    kernel_codes()  its encoding for the simulator's numba kernels: {slot name: value} over the slots
+            of sim/layout.py (a kind name where the slot has a vocabulary); sim/spec.py derives the
+            kernel codes from these alone. A component without it, or with `torch_only = True`, is
+            torch-only (`Recipe.torch_only` lists such components; the numba backend refuses them)
 Calling a shaper or weight applies it: `component(batch, x, reduce=None)`; `reduce` is the
 batch-spanning reduction of `Recipe.prepare` (see prepared.py), used only by ISAC(normalize=True).
 Stages, in the order the recipe runs them:
@@ -52,7 +54,6 @@ class Advantage:
 
     key: ClassVar[str] = "advantage"
     stage: ClassVar[str] = "advantage"
-    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
 
     kind: str = "grpo"
     std: str = "group"
@@ -70,6 +71,11 @@ class Advantage:
         check_int("advantage.k", self.k, 1)
         check_float("advantage.beta_rank", self.beta_rank, 0, 1)
         check_float("advantage.baseline", self.baseline)
+
+    def kernel_codes(self) -> dict:
+        """Encoding for the simulator's numba kernels (sim/layout.py slot name -> value)."""
+        return {"ADV": self.kind, "STD": self.std, "DDOF": self.ddof, "PASSK_K": self.k, "EPS": self.eps,
+                "BETA_RANK": self.beta_rank, "BASELINE": self.baseline}
 
     @property
     def needs(self) -> frozenset:
@@ -95,7 +101,6 @@ class PolicySpec:
 
     key: ClassVar[str] = "policy"
     stage: ClassVar[str] = "policy"
-    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     needs: ClassVar[frozenset] = frozenset()
 
     clip_low: float = 0.2
@@ -111,6 +116,12 @@ class PolicySpec:
         check_choice("policy.agg", self.agg, AGG_MODES)
         check_choice("policy.level", self.level, LEVELS)
 
+    def kernel_codes(self) -> dict:
+        """Encoding for the simulator's numba kernels (sim/layout.py slot name -> value); `level` needs
+        none: the simulator's responses have one token, where token and sequence ratios coincide."""
+        return {"AGG": self.agg, "CLIP_LO": self.clip_low, "CLIP_HI": self.clip_high,
+                "DUAL": self.dual_clip is not None, "DUAL_C": 0.0 if self.dual_clip is None else self.dual_clip}
+
 
 @dataclass(frozen=True)
 class IPS:
@@ -118,7 +129,6 @@ class IPS:
 
     key: ClassVar[str] = "ips"
     stage: ClassVar[str] = "shaper"
-    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     needs: ClassVar[frozenset] = frozenset({"outcome"})
     flat_zero: ClassVar[bool] = False  # equal rewards, different outcomes: shaped rewards differ
 
@@ -128,6 +138,10 @@ class IPS:
     def __post_init__(self):
         check_float("ips.eps", self.eps, 0, 1, lo_open=True)
         check_float("ips.power", self.power, 0)
+
+    def kernel_codes(self) -> dict:
+        """Encoding for the simulator's numba kernels (sim/layout.py slot name -> value)."""
+        return {"IPS": True, "IPS_EPS": self.eps, "IPS_POWER": self.power}
 
     def __call__(self, batch: Batch, rewards: Tensor, reduce=None) -> Tensor:
         return ips_rewards(rewards, _need(batch, "outcome", "ips"), batch.group, self.eps, self.power)
@@ -139,7 +153,6 @@ class ISAC:
 
     key: ClassVar[str] = "isac"
     stage: ClassVar[str] = "weight"
-    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     needs: ClassVar[frozenset] = frozenset()
     flat_zero: ClassVar[bool] = True  # multiplies A
 
@@ -149,6 +162,11 @@ class ISAC:
     def __post_init__(self):
         check_float("isac.exponent", self.exponent, 0)
         check_bool("isac.normalize", self.normalize)
+
+    def kernel_codes(self) -> dict:
+        """Encoding for the simulator's numba kernels (sim/layout.py slot name -> value; the weight's
+        own kernel code is looked up by its key)."""
+        return {"ISAC_EXPONENT": self.exponent, "ISAC_NORM": self.normalize}
 
     def __call__(self, batch: Batch, adv: Tensor, reduce=None) -> Tensor:
         m = isac_multiplier(batch.success, batch.group, self.exponent, self.normalize, reduce)
@@ -161,7 +179,6 @@ class ZeroSuccess:
 
     key: ClassVar[str] = "zero_success"
     stage: ClassVar[str] = "weight"
-    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     flat_zero: ClassVar[bool] = True  # multiplies A
 
     counts: str = "history"
@@ -170,6 +187,10 @@ class ZeroSuccess:
     def __post_init__(self):
         check_choice("zero_success.counts", self.counts, COUNT_SOURCES)
         check_int("zero_success.max_success", self.max_success, 0)
+
+    def kernel_codes(self) -> dict:
+        """Encoding for the simulator's numba kernels (sim/layout.py slot name -> value)."""
+        return {"ZS_COUNTS": self.counts == "history", "ZS_MAX": self.max_success}
 
     @property
     def needs(self) -> frozenset:
@@ -187,7 +208,6 @@ class BBG:
 
     key: ClassVar[str] = "bbg"
     stage: ClassVar[str] = "weight"
-    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     flat_zero: ClassVar[bool] = False  # all-failure groups are pushed down by design
 
     k_ref: int = 16
@@ -200,6 +220,11 @@ class BBG:
         check_float("bbg.tau", self.tau, 0)
         check_float("bbg.lambda_neg", self.lambda_neg, 0)
         check_choice("bbg.counts", self.counts, COUNT_SOURCES)
+
+    def kernel_codes(self) -> dict:
+        """Encoding for the simulator's numba kernels (sim/layout.py slot name -> value)."""
+        return {"BBG_COUNTS": self.counts == "history", "BBG_KREF": self.k_ref, "BBG_TAU": self.tau,
+                "BBG_LAMBDA": self.lambda_neg}
 
     @property
     def needs(self) -> frozenset:

@@ -89,8 +89,9 @@ class Recipe:
 
     @property
     def torch_only(self) -> tuple[str, ...]:
-        """Keys of components the numba simulator cannot run (no class attribute `numba = True`)."""
-        return tuple(k for k, c in self.components().items() if not getattr(c, "numba", False))
+        """Keys of components the numba simulator cannot run (no `kernel_codes`, or `torch_only = True`)."""
+        return tuple(k for k, c in self.components().items()
+                     if getattr(c, "torch_only", False) or not callable(getattr(c, "kernel_codes", None)))
 
     @property
     def sampler(self) -> Memory | None:

@@ -44,7 +44,6 @@ class KLPenalty:
 
     key: ClassVar[str] = "kl"
     stage: ClassVar[str] = "regulariser"
-    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
 
     kind: str = "k3"
     beta: float = 0.05
@@ -54,6 +53,10 @@ class KLPenalty:
         check_choice("kl.kind", self.kind, ("k1", "k2", "k3"))
         check_float("kl.beta", self.beta, 0)
         check_bool("kl.in_reward", self.in_reward)
+
+    def kernel_codes(self) -> dict:
+        """Encoding for the simulator's numba kernels (sim/layout.py slot name -> value)."""
+        return {"KL": self.kind, "KL_IN_REWARD": self.in_reward, "KL_BETA": self.beta}
 
     @property
     def needs(self) -> frozenset:
@@ -87,7 +90,6 @@ class DPH:
 
     key: ClassVar[str] = "dph"
     stage: ClassVar[str] = "regulariser"
-    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     needs: ClassVar[frozenset] = frozenset({"ref_samples"})
 
     kind: str = "js"
@@ -102,6 +104,11 @@ class DPH:
         check_float("dph.order", self.order, 0, 1, lo_open=True, hi_open=True)
         check_int("dph.n_pre", self.n_pre, 1)
         check_int("dph.n_ref", self.n_ref, 1)
+
+    def kernel_codes(self) -> dict:
+        """Encoding for the simulator's numba kernels (sim/layout.py slot name -> value; None keeps the
+        slot's "no term" default). n_pre / n_ref are read by the simulator's D_pef split, not the kernel."""
+        return {"DPH": self.kind if self.eta > 0 else None, "DPH_ETA": self.eta, "DPH_ORDER": self.order}
 
     @property
     def expected_gradient_of(self) -> str:
@@ -120,12 +127,15 @@ class Entropy:
 
     key: ClassVar[str] = "entropy"
     stage: ClassVar[str] = "regulariser"
-    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
 
     coef: float = 0.01
 
     def __post_init__(self):
         check_float("entropy.coef", self.coef)
+
+    def kernel_codes(self) -> dict:
+        """Encoding for the simulator's numba kernels (sim/layout.py slot name -> value)."""
+        return {"ENT": self.coef != 0, "ENT_COEF": self.coef}
 
     @property
     def needs(self) -> frozenset:
@@ -141,7 +151,6 @@ class Memory:
 
     key: ClassVar[str] = "memory"
     stage: ClassVar[str] = "sampler"
-    numba: ClassVar[bool] = True  # encoded for the simulator\'s kernels (sim/spec.py)
     needs: ClassVar[frozenset] = frozenset({"old_logp"})
 
     mu: float = 0.5
@@ -150,3 +159,8 @@ class Memory:
     def __post_init__(self):
         check_float("memory.mu", self.mu, 0)
         check_float("memory.lr", self.lr, 0, lo_open=True)
+
+    def kernel_codes(self) -> dict:
+        """Encoding for the simulator's numba kernels (sim/layout.py slot name -> value): rollouts are
+        off-policy; mu and lr are used by the simulator's sampler and memory update, outside the kernel."""
+        return {"OFF_POLICY": True}

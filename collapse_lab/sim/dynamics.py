@@ -123,11 +123,9 @@ def _kernel_grads(rec, z_rows, y, rewards, ref_lp):
     C, G = y.shape
     z3 = np.ascontiguousarray(z_rows[:, None, :])
     K = z3.shape[2]
-    zeros = np.zeros((C, 1))
     task = kn.Task(np.zeros(1, np.int64), rewards[None], ref_lp[None], -np.ones((1, 1), np.int64))
-    hist = kn.History(zeros, zeros, np.zeros((C, 1), np.uint8), -np.ones((C, 1, 1), np.int64))
-    out = kn.Out(np.zeros_like(z3), np.empty((C, 1, G)), np.empty((C, 1)), np.empty((C, 1), np.bool_))
-    kn.recipe_grad(z3, z3, kn.Draws(np.empty((0, 0, 0)), np.ascontiguousarray(y[:, None, :])), task, hist,
+    out = kn.out_buffers(C, 1, 1, G, K)
+    kn.recipe_grad(kn.Logits(z3, z3), kn.given_draws(y[:, None, :]), task, kn.no_history(C, 1),
                    recipe_codes(rec), out, kn.scratch(C, 1, G, K), kn.no_log_stats(), 0.0, True)
     return out.g[:, 0], out.coef[:, 0]
 

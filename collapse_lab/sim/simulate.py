@@ -152,7 +152,7 @@ def _sampled_grads(problem, cfg, rec, params, z, state, rng, log_stats):
     state.qz = qz
     if cfg.backend == "numba":
         y, out, sc = state.buffers(z.shape, G)
-        kn.recipe_grad(z, qz, kn.Draws(u, y), state.task(problem), state.history(), state.codes, out, sc,
+        kn.recipe_grad(kn.Logits(z, qz), kn.Draws(u, y), state.task(problem), state.history(), state.codes, out, sc,
                        log_stats, state.lr_fused, R >= numba.get_num_threads())
         gz, succ, varied = out.g, out.n_succ, out.varied
         grads = None if state.lr_fused > 0 else params.grads_from_logits(gz)

@@ -12,7 +12,7 @@
     lr_fused float         > 0: tabular SGD taken inside the kernel (sampled, numba, tabular, sgd)
     qz       [R, P, K]     sampling logits of the current step (z - mu zmem for the memory recipe)
 
-The numba kernel reads it through the named argument groups of kernels.py (`task`, `history`);
+The numba kernel reads it through the named argument groups of layout.py (`task`, `history`);
 the torch backend (reference.py) reads the same fields.
 """
 
@@ -96,6 +96,6 @@ class RunState:
             R, P, K = shape
             n = len(self.tp)
             self.y = np.empty((R, n, G), np.int64)
-            self.out = kn.Out(np.zeros(shape), np.empty((R, n, G)), np.empty((R, n)), np.empty((R, n), np.bool_))
+            self.out = kn.out_buffers(R, P, n, G, K)
             self.scratch = kn.scratch(R, n, G, K)
         return self.y, self.out, self.scratch

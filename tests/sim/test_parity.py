@@ -38,7 +38,7 @@ VARIANTS = [(name, {}) for name in RECIPES] + [
     ("memory", {"mu": 2.0, "clip_low": 0.05, "clip_high": 0.05, "dual_clip": 1.5}),
     ("memory+unlikeliness", {"mu": 1.0}),
     ("dph_forward", {"eta": 1.0, "n_ref": 2}),
-    ("dph_alpha", {"dph_alpha": 0.5, "agg": "seq-mean-token-sum-norm"}),
+    ("dph_alpha", {"dph_order": 0.5, "agg": "seq-mean-token-sum-norm"}),
     ("ips_grpo+dph_js", {"eta": 0.5}),
     ("isac+bbg+zero_success", {"zero_success_counts": "group", "bbg_counts": "history"}),
     ("reverse_kl+entropy+ips_grpo", {}),
@@ -52,15 +52,18 @@ def _pair(problem, **kw):
     return a, b
 
 
+def skip_marks(rec):
+    """() when the numba kernels encode every component of rec, else a skip mark saying which are torch-only."""
+    if not rec.torch_only:
+        return ()
+    return pytest.mark.skip(reason=f"{rec.name}: torch-only component(s) {', '.join(rec.torch_only)} "
+                                   "(no numba kernel term)")
+
+
 def _params(variants):
     """pytest params; a recipe with torch-only components (no numba kernel term) is skipped, with why."""
-    out = []
-    for name, over in variants:
-        torch_only = make_recipe(name, **over).torch_only
-        marks = pytest.mark.skip(reason=f"{name}: torch-only component(s) {', '.join(torch_only)}") if torch_only \
-            else ()
-        out.append(pytest.param(name, over, marks=marks, id=f"{name}{over or ''}"))
-    return out
+    return [pytest.param(name, over, marks=skip_marks(make_recipe(name, **over)), id=f"{name}{over or ''}")
+            for name, over in variants]
 
 
 @pytest.mark.parametrize("name,overrides", _params(VARIANTS))
@@ -159,7 +162,7 @@ def test_numba_backend_refuses_torch_only_components():
     from collapse_lab.sim.spec import check_supported, recipe_codes
 
     @dataclass(frozen=True)
-    class Halve:  # a user's advantage weight without a kernel term (no `numba = True`)
+    class Halve:  # a user's advantage weight without a kernel term (no `kernel_codes`)
         key: ClassVar[str] = "halve"
         stage: ClassVar[str] = "weight"
         needs: ClassVar[frozenset] = frozenset()
