@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -50,7 +51,8 @@ def atomic_write(path: str | Path, data: bytes) -> None:
 
 
 def to_jsonable(obj):
-    """numpy scalars/arrays, Paths, dataclass-like objects -> plain JSON types (NaN kept as NaN)."""
+    """numpy scalars/arrays, Paths, dataclass-like objects -> plain JSON types; a non-finite float
+    (NaN, inf: a quantity that could not be computed) -> None, so every file is strict JSON."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -61,8 +63,8 @@ def to_jsonable(obj):
         return bool(obj)
     if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "to_dict"):
@@ -72,7 +74,8 @@ def to_jsonable(obj):
 
 def write_json(path: str | Path, payload: dict) -> None:
     """Atomically write `payload` as indented JSON."""
-    atomic_write(path, (json.dumps(to_jsonable(payload), indent=2, sort_keys=False) + "\n").encode())
+    text = json.dumps(to_jsonable(payload), indent=2, sort_keys=False, allow_nan=False)
+    atomic_write(path, (text + "\n").encode())
 
 
 def _hash_files(paths) -> str:

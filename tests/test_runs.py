@@ -35,5 +35,8 @@ def test_provenance_and_json(tmp_path):
     prov = runs.provenance(seed=3, config={"a": np.float64(1.5), "b": np.arange(2)})
     assert prov["seed"] == 3 and prov["config"] == {"a": 1.5, "b": [0, 1]}
     assert {"git_commit", "packages", "code_version", "created"} <= set(prov)
-    runs.write_json(tmp_path / "x.json", {"prov": prov, "nan": float("nan")})
-    assert json.loads((tmp_path / "x.json").read_text())["prov"]["seed"] == 3
+    runs.write_json(tmp_path / "x.json", {"prov": prov, "nan": float("nan"), "inf": np.float64("-inf")})
+    text = (tmp_path / "x.json").read_text()
+    assert json.loads(text)["prov"]["seed"] == 3
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON: not computable -> null
+    assert json.loads(text)["nan"] is None and json.loads(text)["inf"] is None
