@@ -26,6 +26,7 @@ chunked log-softmax.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 
@@ -127,6 +128,17 @@ def _drops_cache(base) -> bool:
             and any(getattr(m, "gradient_checkpointing", False) is True for m in base.modules()))
 
 
+def _deterministic_attention(device):
+    """On CPU, the math SDPA backend for the shared-prefill forwards: torch's CPU flash-attention
+    backward gives results that depend on the thread count in the last bits for some shapes (e.g. 3
+    queries against 9 cached keys), which would break the trainer's bit-identical runs across
+    run.threads (tests/llm/test_train.py). Elsewhere (CUDA) a no-op."""
+    if device.type != "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def _group_rows(prompt_tokens) -> tuple[list, torch.Tensor]:
     """(distinct prompts in order of first appearance, inv (B,) with prompt_tokens[b] == uniq[inv[b]])."""
     first: dict = {}
@@ -148,7 +160,8 @@ def response_hidden(model, decoder, prompt_tokens, tokens, mask, pad_id: int, sh
     if share:
         ids, attn, pos = pad_left(uniq, pad_id, dev)  # (P, L)
         inner = getattr(model, "module", model)
-        hp, out = _hidden(inner, decoder, input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
+        with _deterministic_attention(dev):
+            hp, out = _hidden(inner, decoder, input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
         cache = getattr(out, key, None)
         if hasattr(cache, "batch_select_indices"):
             inv = inv.to(dev)
@@ -157,8 +170,9 @@ def response_hidden(model, decoder, prompt_tokens, tokens, mask, pad_id: int, sh
             L = ids.shape[1]
             rattn = torch.cat([attn, mask[:, :T - 1].to(attn.dtype)], 1)  # (B, L + T - 1)
             rpos = pos[:, -1:] + torch.arange(1, T, device=dev)  # (B, T - 1)
-            hr, _ = _hidden(model, decoder, input_ids=tokens[:, :T - 1], attention_mask=rattn,
-                            position_ids=rpos, use_cache=True, **{key: cache})
+            with _deterministic_attention(dev):
+                hr, _ = _hidden(model, decoder, input_ids=tokens[:, :T - 1], attention_mask=rattn,
+                                position_ids=rpos, use_cache=True, **{key: cache})
             if cache.get_seq_length() != L + T - 1:
                 raise RuntimeError(f"{type(base).__name__} ignored the prompt KV cache in the response forward "
                                    "(sequence_logp's shared prefill); call it with share_prompts=False")

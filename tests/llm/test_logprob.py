@@ -198,3 +198,21 @@ def test_no_full_logits_tensor_is_created_or_saved_for_backward():
             assert saved == []  # checkpointed chunks: no logits kept for backward
         else:  # the measures see the reference's full logits: B x (L + T) positions, and saved log-softmax
             assert mode.largest >= bound and max(saved) >= bound
+
+
+def test_shared_prefill_is_bit_identical_across_thread_counts():
+    """3 response queries against 9 keys: a shape where CPU flash attention's backward is not."""
+    torch.manual_seed(0)
+    model = tiny_llama(V, "tiny", hidden_size=64)
+    rows, tokens, mask = batch(G=4, T=4)
+    out = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model.zero_grad()
+            lp, ent = sequence_logp(model, rows, tokens, mask.float(), PAD, 1.0, True)
+            (lp.sum() + ent.sum()).backward()
+            out.append(torch.cat([lp.flatten(), ent.flatten()] + [p.grad.flatten() for p in model.parameters()]))
+    finally:
+        torch.set_num_threads(1)
+    assert torch.equal(out[0], out[1])
