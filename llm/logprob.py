@@ -82,7 +82,7 @@ def token_logp(head, h, y, temperature: float = 1.0, with_entropy: bool = False,
         chunk_size = max(1024, LOGITS_BUDGET // max(_vocab(head, h), 1))
     grad = torch.is_grad_enabled() and (h.requires_grad or any(p.requires_grad for p in _params(head)))
     fn = functools.partial(_chunk_stats, head, temperature=temperature, with_entropy=with_entropy)
-    parts = [checkpoint(fn, hc, yc, use_reentrant=False) if grad else fn(hc, yc)
+    parts = [checkpoint(fn, hc, yc, use_reentrant=False, preserve_rng_state=False) if grad else fn(hc, yc)
              for hc, yc in zip(h.split(chunk_size), y.split(chunk_size))]
     if not parts:
         dtype = torch.float32 if h.dtype in (torch.float16, torch.bfloat16) else h.dtype
