@@ -34,6 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+# On CPU the shared prefill needs the math SDPA backend to stay bit-identical across thread counts
+# (_deterministic_attention), and the math backend's sums depend on the left-padding width in the last
+# float64 bits, which transformers' float32 RMSNorm amplifies to ~1e-8 in a float64 model: the trainer's
+# micro-batch = whole-batch check (tests/llm/test_train.py, 1e-10) would fail. So CPU runs default to
+# one forward over [prompt | response] (as before) and the shared prefill is opt-in there.
+SHARE_ON_CPU = False
 LOGITS_BUDGET = 2 ** 26  # elements of one chunk's (rows, V) logits when chunk_size is None (256 MB fp32)
 POSTPROCESSED = ("final_logit_softcapping", "logit_scale", "logits_scaling")  # config fields: z != head(h)
 
@@ -202,12 +208,15 @@ def full_logits(model, prompt_tokens, tokens, mask, pad_id: int):
 
 def sequence_logp(model, prompt_tokens: list[list[int]], tokens, mask, pad_id: int,
                   temperature: float = 1.0, with_entropy: bool = False, chunk_size: int | None = None,
-                  share_prompts: bool = True):
+                  share_prompts: bool | None = None):
     """Per-token log-probs (B, T) of `tokens` (B, T) given their prompts (B lists of ids), under
     log_softmax(z / temperature), 0 where mask (B, T) is 0, and the token entropy (B, T) of that
     distribution when asked (else None). Gradients flow. Half-precision logits are upcast to float32.
     Only rows with mask != 0 get logits, `chunk_size` rows at a time (module docstring);
-    `share_prompts` prefills each distinct prompt once."""
+    `share_prompts` prefills each distinct prompt once; None: on accelerators, off on CPU (see
+    SHARE_ON_CPU)."""
+    if share_prompts is None:
+        share_prompts = tokens.device.type != "cpu" or SHARE_ON_CPU
     body = _body(_unwrap(model))
     sel = mask != 0  # (B, T)
     if body is not None:

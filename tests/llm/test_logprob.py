@@ -76,6 +76,7 @@ def check_equal(model, rows, tokens, mask, temperature=0.7, **kw):
     w = torch.randn(2, *tokens.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     lp0, ent0 = reference(model, rows, tokens, mask, temperature)
     g0 = grads(model, lp0, ent0, w)
+    kw.setdefault("share_prompts", True)  # None would mean unshared on CPU
     lp, ent = sequence_logp(model, rows, tokens, mask, PAD, temperature, True, **kw)
     assert lp.dtype == torch.float64 and ent.shape == tokens.shape
     assert torch.allclose(lp, lp0, atol=1e-10, rtol=0) and torch.allclose(ent, ent0, atol=1e-10, rtol=0)
@@ -150,7 +151,7 @@ def test_ddp_wrapped_model(tmp_path):
         w = torch.randn(2, *tokens.shape, dtype=torch.float64)
         g0 = grads(model, *reference(model, rows, tokens, mask, 0.7), w)
         for _ in range(2):  # twice: the reducer is ready again after a backward through the shared prefill
-            lp, ent = sequence_logp(ddp, rows, tokens, mask, PAD, 0.7, True)
+            lp, ent = sequence_logp(ddp, rows, tokens, mask, PAD, 0.7, True, share_prompts=True)
             assert torch.allclose(grads(model, lp, ent, w), g0, atol=1e-10, rtol=0)
     finally:
         dist.destroy_process_group()
@@ -187,7 +188,8 @@ def test_no_full_logits_tensor_is_created_or_saved_for_backward():
         if is_logits(t):
             saved.append(t.numel())
         return t
-    for fn, bound in ((lambda: sequence_logp(model, rows, tokens, mask, PAD, 0.7, True, chunk_size=16), 16 * V),
+    for fn, bound in ((lambda: sequence_logp(model, rows, tokens, mask, PAD, 0.7, True, chunk_size=16,
+                                             share_prompts=True), 16 * V),
                       (lambda: reference(model, rows, tokens, mask, 0.7), tokens.numel() * V)):
         saved.clear()
         with LargestV() as mode, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -210,7 +212,7 @@ def test_shared_prefill_is_bit_identical_across_thread_counts():
         for threads in (1, 2):
             torch.set_num_threads(threads)
             model.zero_grad()
-            lp, ent = sequence_logp(model, rows, tokens, mask.float(), PAD, 1.0, True)
+            lp, ent = sequence_logp(model, rows, tokens, mask.float(), PAD, 1.0, True, share_prompts=True)
             (lp.sum() + ent.sum()).backward()
             out.append(torch.cat([lp.flatten(), ent.flatten()] + [p.grad.flatten() for p in model.parameters()]))
     finally:
