@@ -13,7 +13,7 @@ when asked, and gradients through both. Memory and compute (docs/methods.md §4 
 2. One prefill per distinct prompt: rows with identical prompt token lists (a GRPO group) share one
    prefill whose KV cache is gathered to the rows; the responses then run against it. The prompt's
    KV cache stays in the autograd graph, so gradients flow through the prefill (tested equal to the
-   unshared forward to 1e-10 in float64).
+   unshared forward to 1e-10 in float64). Default on accelerators; opt-in on CPU (SHARE_ON_CPU).
 3. The last response token predicts nothing, so the response forward takes T - 1 tokens.
 
 Wrappers: the call that produces the loss's hidden states goes through `model` itself (a DDP wrapper's
