@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
 
 @dataclass
@@ -279,22 +278,4 @@ def make_engine(name: str, model, tok, rcfg=None, needs_processor: bool = False)
     return factory(model, tok, rcfg) if takes_cfg else factory(model, tok)
 
 
-def sequence_logp(model, prompt_tokens: list[list[int]], tokens, mask, pad_id: int,
-                  temperature: float = 1.0, with_entropy: bool = False):
-    """Per-token log-probs (B, T) of `tokens` given their prompts, log_softmax(z / temperature),
-    and the token entropy (B, T) of that distribution when asked (else None). Gradients flow.
-    Half-precision logits are upcast to float32 first. The LM head runs on the T + 1 last positions
-    only where the model takes `logits_to_keep` (no logits for prompt positions)."""
-    ids, attn, pos = pad_left(prompt_tokens, pad_id, tokens.device)
-    T = tokens.shape[1]
-    full = torch.cat([ids, tokens], 1)
-    fattn = torch.cat([attn, mask.to(attn.dtype)], 1)
-    fpos = torch.cat([pos, pos[:, -1:] + torch.arange(1, T + 1, device=ids.device)], 1)
-    out = model(input_ids=full, attention_mask=fattn, position_ids=fpos, **keep_kwargs(model, T + 1)).logits
-    logits = out[:, out.shape[1] - T - 1:-1]  # (B, T, V): positions L-1 .. L+T-2 predict the tokens
-    if logits.dtype in (torch.float16, torch.bfloat16):  # log-probs in float32 for half models
-        logits = logits.float()
-    lp = F.log_softmax(logits / temperature, -1)  # (B, T, V)
-    logp = lp.gather(-1, tokens[..., None])[..., 0] * mask
-    ent = -(lp.exp() * lp).nan_to_num().sum(-1) * mask if with_entropy else None
-    return logp, ent
+from .logprob import sequence_logp  # noqa: E402,F401  (moved to llm.logprob; re-exported)
