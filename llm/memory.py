@@ -2,7 +2,8 @@
 
 During sampling the policy logits z become `sampling_logits(z, z_mem, mu) = z - mu * z_mem`
 (collapse_lab.objective.memory); after each step the memory LM takes one SGD step on
-`memory_loss` (cross-entropy) of the step's rollouts, so outcomes sampled often are sampled less.
+`memory_loss` (cross-entropy) of the step's rollouts, summed over prompts with each prompt's group
+averaged (the simulator's scale), so outcomes sampled often are sampled less.
 The memory is a BanditLM table for BanditLM policies (the simulator's tabular memory) and a fresh
 tiny Llama preset otherwise (its logits start near zero, so early sampling is nearly on-policy).
 """
@@ -58,12 +59,14 @@ class MemorySampler:
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         return sampling_logits(logits, self._last.to(logits.dtype), self.mu)  # (B, V)
 
-    def update(self, prompt_tokens, tokens, mask) -> float:
-        """One SGD step on memory_loss of the rollouts (gradients averaged over processes)."""
+    def update(self, prompt_tokens, tokens, mask, group) -> float:
+        """One SGD step on memory_loss of the rollouts, summed over the step's groups (group [B]: each
+        prompt's memory takes the step of its own group's token-mean, as in the simulator) and over
+        processes (each backpropagates loss * world; average_grads averages)."""
         self.opt.zero_grad(set_to_none=True)
         mem_logp, _ = sequence_logp(self.memory, prompt_tokens, tokens, mask, self.tok.pad_id)
-        loss = memory_loss(mem_logp, mask)
-        loss.backward()
+        loss = memory_loss(mem_logp, mask, group.to(mem_logp.device))
+        (loss * self.dist.world).backward()
         average_grads(self.memory.parameters(), self.dist)
         self.opt.step()
         self._cache = self._last = None

@@ -446,7 +446,7 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
         gather_history(ctx, exp)                                # counts *after* the loss used them
         if ctx.memory is not None:
             metrics["memory_loss"] = ctx.memory.update(exp.prompt_tokens, exp.tokens.to(ctx.dist.device),
-                                                       exp.mask.to(ctx.dist.device))
+                                                       exp.mask.to(ctx.dist.device), exp.slot)
         ctx.step += 1
         metrics["time_s"] = time.perf_counter() - t0
         stop = stop_ids(ctx.tok, ctx.model)  # the EOS ids a response may end on

@@ -87,7 +87,7 @@ def test_trainer_matches_simulator(name, tmp_path):
         exp = _experience(ctx, problem, y, ctx.refstore.pef_ids if ctx.refstore else set())
         ppo_update(ctx, exp)
         if ctx.memory is not None:
-            ctx.memory.update(exp.prompt_tokens, exp.tokens, exp.mask)
+            ctx.memory.update(exp.prompt_tokens, exp.tokens, exp.mask, exp.slot)
         probs = torch.softmax(ctx.model.table.detach(), -1).numpy()
         assert np.abs(probs - traj.probs[0, step + 1]).max() < 1e-6, f"{name}: step {step + 1}"
     theta = ctx.model.table.detach().numpy() - problem.logits
