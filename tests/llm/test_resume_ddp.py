@@ -45,7 +45,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("name, overrides", [("grpo", {}), ("zero_success", {}),
+@pytest.mark.parametrize("name, overrides", [("grpo", {}), ("zero_success", {}), ("memory", {}),
                                              ("isac+dph_js", {"normalize": True, "std": "batch", "n_pre": 1})])
 def test_ddp_two_processes_equal_one(sft_model, train_config, tmp_path, name, overrides):
     """zero_success reads per-prompt history, which every process must hold for all prompts; isac with
