@@ -22,10 +22,14 @@ The phases take the argument groups of layout.py whole and are inlined (numba IR
 loops, `_rollout_groups` and `_update_groups`, which the parallel loops call. Numba 0.68 loses writes
 made through a namedtuple's fields by code inlined (at IR level) into a prange body, not by a called
 function; the group loops are inlined by LLVM instead (`forceinline`), after that analysis, so that
-they run inside the parallel region (a call per phase from the parallel loop measured ~3x slower; on
-one thread this kernel is still ~10-17% slower than the earlier plain-array one, at two ~equal). Uniforms are drawn outside and the parallel loops (over replicates, or over contiguous
-chunks of (replicate, prompt) groups) have no cross-iteration reductions, so results do not depend on
-the thread count.
+they run inside the parallel region (a call per phase from the parallel loop measured ~3x slower).
+No reference counting (`_nrt=False` on recipe_grad, the group loops and batch_normalisers): every
+`group.field` read binds a new array reference that numba increfs and decrefs (an atomic op per
+read, ~170 per group in the parallel loop, 4x the plain-array kernel's), which made this kernel
+~30% slower on one thread; these functions allocate nothing (np.empty is unavailable without NRT),
+they only read and write arrays the caller owns. Uniforms are drawn outside and the parallel loops
+(over replicates, or over contiguous chunks of (replicate, prompt) groups) have no cross-iteration
+reductions, so results do not depend on the thread count.
 tests/sim/test_parity.py pins it to torch autograd through the objective to 1e-10.
 """
 
@@ -77,7 +81,7 @@ KL_ALPHA = DEFAULT_ALPHA  # the alpha argument of div_term_grad for KL terms (un
 CHUNKS = 256  # (replicate, prompt)-parallel path: groups are processed in this many contiguous chunks
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, parallel=True, error_model="numpy", _nrt=False)
 def recipe_grad(logits, draws, task, hist, codes, out, sc, log, lr_fused, by_replicate):
     """Closed-form dL/dz of `Recipe.loss` for every replicate (module docstring) -> out.g (layout.Out).
 
@@ -107,7 +111,7 @@ def recipe_grad(logits, draws, task, hist, codes, out, sc, log, lr_fused, by_rep
             _update_groups(c * n // m, (c + 1) * n // m, logits, draws, task, hist, codes, out, sc, log, lr_fused)
 
 
-@njit(cache=True, error_model="numpy", forceinline=True)
+@njit(cache=True, error_model="numpy", forceinline=True, _nrt=False)
 def _rollout_groups(lo, hi, logits, draws, task, codes, out, sc, log):
     """The per-group phases before the batch normalisers, for groups i in [lo, hi) (r, j = divmod(i, Pt))."""
     Pt = draws.y.shape[1]
@@ -118,7 +122,7 @@ def _rollout_groups(lo, hi, logits, draws, task, codes, out, sc, log):
         shape_rewards(r, j, draws, task, codes, sc)
 
 
-@njit(cache=True, error_model="numpy", forceinline=True)
+@njit(cache=True, error_model="numpy", forceinline=True, _nrt=False)
 def _update_groups(lo, hi, logits, draws, task, hist, codes, out, sc, log, lr_fused):
     """The per-group phases after the batch normalisers, for groups i in [lo, hi)."""
     Pt = draws.y.shape[1]
@@ -197,7 +201,7 @@ def shape_rewards(r, j, draws, task, codes, sc):
             xs[r, j, b] *= 1.0 - fp[BETA_RANK] * rank / G
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", _nrt=False)
 def batch_normalisers(r, draws, task, hist, codes, out, sc):
     """sc.norm[r] = (Den, Den_ref, batch std, ISAC mean multiplier) of replicate r (docs/methods.md §4)."""
     ic, fp, tp, y, xs, norm = codes.ic, codes.fp, task.tp, draws.y, sc.xs, sc.norm
