@@ -13,7 +13,8 @@ when asked, and gradients through both. Memory and compute (docs/methods.md §4 
 2. One prefill per distinct prompt: rows with identical prompt token lists (a GRPO group) share one
    prefill whose KV cache is gathered to the rows; the responses then run against it. The prompt's
    KV cache stays in the autograd graph, so gradients flow through the prefill (tested equal to the
-   unshared forward to 1e-10 in float64). Default on accelerators; opt-in on CPU (SHARE_ON_CPU).
+   unshared forward to 1e-10 in float64). Default on accelerators and for float32 / bf16 on CPU
+   (float64 on CPU: opt-in, SHARE_ON_CPU).
 3. The last response token predicts nothing, so the response forward takes T - 1 tokens.
 
 Wrappers: the call that produces the loss's hidden states goes through `model` itself (a DDP wrapper's
@@ -37,8 +38,9 @@ from torch.utils.checkpoint import checkpoint
 # On CPU the shared prefill needs the math SDPA backend to stay bit-identical across thread counts
 # (_deterministic_attention), and the math backend's sums depend on the left-padding width in the last
 # float64 bits, which transformers' float32 RMSNorm amplifies to ~1e-8 in a float64 model: the trainer's
-# micro-batch = whole-batch check (tests/llm/test_train.py, 1e-10) would fail. So CPU runs default to
-# one forward over [prompt | response] (as before) and the shared prefill is opt-in there.
+# micro-batch = whole-batch check (tests/llm/test_train.py, 1e-10) would fail. So float64 runs on CPU
+# (the exactness checks) default to one forward over [prompt | response]; float32 / bf16 runs on CPU
+# share the prefill (their rounding is far above that effect); SHARE_ON_CPU forces it for float64 too.
 SHARE_ON_CPU = False
 LOGITS_BUDGET = 2 ** 26  # elements of one chunk's (rows, V) logits when chunk_size is None (256 MB fp32)
 POSTPROCESSED = ("final_logit_softcapping", "logit_scale", "logits_scaling")  # config fields: z != head(h)
@@ -213,10 +215,10 @@ def sequence_logp(model, prompt_tokens: list[list[int]], tokens, mask, pad_id: i
     log_softmax(z / temperature), 0 where mask (B, T) is 0, and the token entropy (B, T) of that
     distribution when asked (else None). Gradients flow. Half-precision logits are upcast to float32.
     Only rows with mask != 0 get logits, `chunk_size` rows at a time (module docstring);
-    `share_prompts` prefills each distinct prompt once; None: on accelerators, off on CPU (see
-    SHARE_ON_CPU)."""
+    `share_prompts` prefills each distinct prompt once; None: on accelerators, and on CPU unless the
+    computation is float64 (see SHARE_ON_CPU)."""
     if share_prompts is None:
-        share_prompts = tokens.device.type != "cpu" or SHARE_ON_CPU
+        share_prompts = tokens.device.type != "cpu" or SHARE_ON_CPU or mask.dtype != torch.float64
     body = _body(_unwrap(model))
     sel = mask != 0  # (B, T)
     if body is not None:

@@ -33,7 +33,8 @@ def grads_and_layer_calls(model, tok):
     calls = []
     h = model.model.layers[0].self_attn.register_forward_hook(lambda *a: calls.append(1))
     prompts, tokens, mask = batch(tok)
-    logp, ent = sequence_logp(model, prompts, tokens, mask, tok.pad_id, 0.9, True)
+    logp, ent = sequence_logp(model, prompts, tokens, mask, tok.pad_id, 0.9, True,
+                             share_prompts=False)  # one forward: the layer-call count below
     (logp.sum() * 0.7 - ent.sum() * 0.1).backward()
     h.remove()
     return {n: p.grad.clone() for n, p in model.named_parameters()}, len(calls)
