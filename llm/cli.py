@@ -245,6 +245,17 @@ def save(cfg, out_dir) -> Path:
     return path
 
 
+def refuse_unused(cfg, fields: tuple[str, ...], tool: str) -> None:
+    """ValueError naming the first of `fields` ('section.field') that `cfg` sets away from its command's
+    default: the shared sections carry fields that only some commands use (llm.train's LoRA, autocast,
+    evaluation, wandb, ...), and a value a command would ignore must not pass silently."""
+    default = type(cfg)()
+    for name in fields:
+        sec, key = name.split(".")
+        now, dflt = getattr(getattr(cfg, sec), key), getattr(getattr(default, sec), key)
+        _check(now == dflt, name, now, f"{dflt!r}: {tool} does not use it (llm.train does)")
+
+
 def debug_requested(argv) -> bool:
     """True with `--debug` among the arguments or COLLAPSE_LAB_DEBUG set to anything but '' / '0'."""
     return "--debug" in argv or os.environ.get("COLLAPSE_LAB_DEBUG", "") not in ("", "0")

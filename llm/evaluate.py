@@ -27,6 +27,7 @@ from collapse_lab.runs import atomic_write
 
 from . import config as C
 from .checkpoint import seed_everything
+from .cli import refuse_unused
 from .dist import pick_device
 from .experience import collect, sample_seed
 from .models import load_model
@@ -183,8 +184,14 @@ def plot(result: dict, path) -> None:
     atomic_write(path, buf.getvalue())  # a reader never sees half a file
 
 
+# ModelConfig / RunConfig fields llm.evaluate does not use: a non-default value is an error, not ignored
+UNUSED = ("model.autocast", "model.gradient_checkpointing", "model.lora_rank", "run.steps", "run.resume",
+          "run.save_every", "run.eval_every", "run.wandb", "run.tensorboard")
+
+
 def main(argv=None) -> dict:
     cfg = C.parse(EvalConfig, argv, description=__doc__)
+    refuse_unused(cfg, UNUSED, "llm.evaluate")
     seed_everything(cfg.run.seed, cfg.run.threads)
     task = make_task(cfg.task)
     model, tok = load_model(cfg.model, task)

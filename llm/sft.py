@@ -19,6 +19,7 @@ import torch
 
 from . import config as C
 from .checkpoint import seed_everything
+from .cli import refuse_unused
 from .dist import pick_device
 from .guards import parameter_problem
 from .logger import MetricsLogger
@@ -68,8 +69,14 @@ def make_batch(task, tok, prompts, n: int, rng, wrong_share: float):
     return [encode_prompt(tok, p.text) for p in chosen], ids, mask
 
 
+# ModelConfig / RunConfig fields llm.sft does not use: a non-default value is an error, not ignored
+UNUSED = ("model.autocast", "model.gradient_checkpointing", "model.lora_rank", "run.resume",
+          "run.save_every", "run.eval_every", "run.wandb", "run.tensorboard")
+
+
 def sft(cfg: SFTConfig):
     """Train and save; returns (model, tok)."""
+    refuse_unused(cfg, UNUSED, "llm.sft")
     seed_everything(cfg.run.seed, cfg.run.threads)
     device = pick_device(cfg.run.device)
     if cfg.task.name in TASKS and not TASKS[cfg.task.name].supports_sft:  # checked before building it
