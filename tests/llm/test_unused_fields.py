@@ -14,7 +14,7 @@ from llm.sft import SFTConfig, sft
 
 
 @pytest.mark.parametrize("flag, value", [("--model.lora_rank", "4"), ("--model.autocast", "bfloat16"),
-                                         ("--run.wandb", "true"), ("--run.eval_every", "5")])
+                                         ("--run.save_every", "5"), ("--run.eval_every", "5")])
 def test_sft_refuses_a_train_only_field(tmp_path, flag, value):
     cfg = C.parse(SFTConfig, ["--run.out_dir", str(tmp_path), "--run.steps", "1", flag, value])
     with pytest.raises(ValueError, match=rf"^{flag[2:]} = .* is invalid; allowed: .*: llm.sft does not use it"):
