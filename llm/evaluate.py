@@ -146,6 +146,8 @@ def periodic_eval(ctx) -> dict:
     metrics and eval/time_s; the training RNG is not touched (per-request sampling generators)."""
     rc, t0, was_training = ctx.cfg.run, time.perf_counter(), ctx.model.training
     rc_batch = ctx.cfg.rollout.prompts_per_step
+    if hasattr(ctx.engine, "sync_weights"):  # an engine with its own weights (vllm): this step's update
+        ctx.engine.sync_weights(ctx.model)
     prompts = ctx.task.prompts("test")
     prompts = prompts[:rc.eval_prompts] if rc.eval_prompts else prompts
     ctx.model.eval()

@@ -125,9 +125,12 @@ def peak_memory_gib(device: torch.device) -> tuple[float, str]:
 def collective_check(dist) -> dict:
     """all_reduce of [1, 2] through llm.dist on the run's process group, with world forced to 2 so the
     collective path runs (a one-process group returns the values): the NCCL-device fix on a GPU."""
+    import torch.distributed as tdist
+
     from .dist import all_reduce_many, backend, reduce_device
+    n = tdist.get_world_size() if tdist.is_available() and tdist.is_initialized() else 1  # the real group
     out = all_reduce_many([1.0, 2.0], dataclasses.replace(dist, world=2))
-    return {"backend": backend(), "device": str(reduce_device(dist)), "ok": out == [1.0, 2.0]}
+    return {"backend": backend(), "device": str(reduce_device(dist)), "ok": out == [float(n), 2.0 * n]}
 
 
 def run_check(a) -> dict:

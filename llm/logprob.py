@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 
 import torch
 import torch.nn.functional as F
@@ -53,13 +52,10 @@ def _unwrap(model):
 
 
 @functools.lru_cache(maxsize=64)
-def _declares(cls, name: str) -> bool:
-    return name in inspect.signature(cls.forward).parameters
-
-
 def _body(base):
     """(decoder, head) of an HF causal LM whose logits are head(decoder's last hidden state) and whose
     forward takes logits_to_keep; None otherwise (BanditLM, custom models, soft-capped logits)."""
+    from .rollout import _declares  # late: llm.rollout re-exports sequence_logp
     if not (_declares(type(base), "logits_to_keep") and hasattr(base, "get_decoder")
             and hasattr(base, "get_output_embeddings")):
         return None

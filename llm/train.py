@@ -288,6 +288,7 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
     start = ctx.step
     bar = Progress(cfg.run.steps, ctx.step, f"rl {ctx.recipe.name}", main and cfg.run.progress,
                    cfg.run.progress_every, cfg.run.progress_interval_s)  # tqdm on a TTY, else plain lines
+    stop = stop_ids(ctx.tok, ctx.model)  # the EOS ids a response may end on (truncation rate)
     while ctx.step < cfg.run.steps:
         t0 = time.perf_counter()
         lr = lr_at(ctx.step, cfg.optim, cfg.run.steps)         # a pure function of the step: resumes exactly
@@ -309,7 +310,6 @@ def train(cfg: TrainConfig, task=None, model=None, tok=None) -> Context:
                                                        exp.mask.to(ctx.dist.device), exp.slot)
         ctx.step += 1
         metrics["time_s"] = time.perf_counter() - t0
-        stop = stop_ids(ctx.tok, ctx.model)  # the EOS ids a response may end on
         metrics.update(lr=lr, **step_stats(exp, stop, ctx.dist, t_rollout, t_update, cfg.optim.ppo_epochs))
         if cfg.run.eval_every and (ctx.step % cfg.run.eval_every == 0 or ctx.step == cfg.run.steps):
             metrics.update(periodic_eval(ctx))                  # eval/pass@k etc. on held-out prompts

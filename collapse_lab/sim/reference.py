@@ -87,10 +87,9 @@ def torch_memory_update(zmem: np.ndarray, y: np.ndarray, tp: np.ndarray, lr: flo
     """zmem <- zmem - lr * dL_mem/dzmem with L_mem = sum_p memory_loss(log softmax(zmem[p])[y_p]):
     memory_loss (the objective's, a mean) over each prompt's own G samples, summed over prompts, so
     each prompt's memory row takes the step of its own group (kernels.memory_update)."""
+    pb = torch.from_numpy(np.repeat(tp, y.shape[2]))  # [Pt * G] the prompt of each sample
     for r in range(y.shape[0]):
         zm = torch.tensor(zmem[r], requires_grad=True)
-        lp = F.log_softmax(zm, -1)
-        yr = torch.from_numpy(y[r])  # [Pt, G]
-        loss = sum(memory_loss(lp[int(p)][yr[j]]) for j, p in enumerate(tp))
-        loss.backward()
+        lp = F.log_softmax(zm, -1)[pb, torch.from_numpy(y[r].reshape(-1))]  # [Pt * G]
+        memory_loss(lp, group=pb).backward()  # sum over prompts of each group's mean (objective/memory.py)
         zmem[r] -= lr * zm.grad.numpy()
